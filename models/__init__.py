@@ -1,0 +1,1 @@
+"""Encoder adapters, one module per family. Installed as ``rmis.models``."""

@@ -1,0 +1,213 @@
+"""Fault-diagnosis score of the RMIS protocol (PROTOCOL.md section 3).
+
+Cosine-weighted k-NN (k = 5) on L2-normalised embeddings: class logit = sum of the similarities of
+the neighbours of that class, prediction = argmax with ties to the lowest class index. Score =
+macro accuracy (mean over the classes present in the test set of per-class recall, percent).
+Sealed datasets average 10 runs of the official group splits; IIEE uses its official split.
+
+All runs of a dataset, and all 190 runs of a multi-split curve, share one
+:class:`~rmis.protocol.knn.CosineKNN`, i.e. one similarity computation.
+
+The official harness rounds each run to 2 decimals before averaging; rmis keeps full precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.integrate import simpson
+
+from rmis.errors import RMISError, SplitError
+from rmis.protocol.knn import CosineKNN
+from rmis.protocol.splits import GroupTable, group_table, sealed_split, unplaceable_classes
+
+#: The multi-split curve's test sizes: 0.05, 0.10, ..., 0.95.
+CURVE_TEST_SIZES: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+DEFAULT_RUNS = 10
+DEFAULT_K = 5
+
+
+def knn_predict(
+    neighbour_labels: np.ndarray, neighbour_sims: np.ndarray, n_classes: int
+) -> np.ndarray:
+    """Cosine-weighted vote.
+
+    Args:
+        neighbour_labels: ``[n, k]`` class index of each neighbour (rows sorted by similarity).
+        neighbour_sims: ``[n, k]`` cosine similarity of each neighbour.
+        n_classes: number of classes ``C``.
+
+    Returns:
+        ``[n]`` predicted class: argmax of the per-class similarity sums, ties to the lowest
+        class index. Sums are accumulated in neighbour order, so the result is reproducible.
+    """
+    n, k = neighbour_labels.shape
+    logits = np.zeros((n, n_classes), dtype=np.float64)
+    rows = np.arange(n)
+    for j in range(k):
+        logits[rows, neighbour_labels[:, j]] += neighbour_sims[:, j]
+    return np.argmax(logits, axis=1)
+
+
+def macro_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Mean over classes present in ``y_true`` of per-class recall, in percent."""
+    y_true = np.asarray(y_true)
+    support = np.bincount(y_true, minlength=n_classes)
+    correct = np.bincount(y_true[y_true == np.asarray(y_pred)], minlength=n_classes)
+    present = support > 0
+    if not present.any():
+        raise RMISError("macro accuracy of an empty test set is undefined")
+    return float(np.mean(correct[present] / support[present]) * 100.0)
+
+
+@dataclass(frozen=True)
+class FDRun:
+    """One run of a sealed split."""
+
+    run: int
+    seed: int
+    macro_acc: float
+    test_groups: list[str]
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    test_size: float
+    mean: float
+    runs: list[float]
+
+
+@dataclass(frozen=True)
+class FDResult:
+    """Score of one fault-diagnosis dataset (percent, full precision).
+
+    ``runs`` lists the sealed runs (empty for an official split); ``curve``/``auc`` are set when
+    the multi-split curve was computed.
+    """
+
+    score: float
+    mean: float
+    std: float
+    runs: list[FDRun] = field(default_factory=list)
+    curve: list[CurvePoint] | None = None
+    auc: float | None = None
+
+
+class FDEvaluator:
+    """Fault-diagnosis scoring of one dataset's embeddings with one shared k-NN index.
+
+    Args:
+        embeddings: ``[N, D]`` one embedding per file.
+        files: ``[N]`` file ids (unique).
+        labels: ``[N]`` class names.
+        classes: class names in the official order (decides vote ties).
+        groups: ``[N]`` sealing unit of each file (None for official-split datasets).
+        k: neighbours.
+        where: dataset name for messages.
+        device: torch device for the similarity product.
+    """
+
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        files: Sequence[str],
+        labels: Sequence[str],
+        classes: Sequence[str],
+        groups: Sequence[str] | None = None,
+        *,
+        k: int = DEFAULT_K,
+        where: str = "dataset",
+        device: str = "cpu",
+    ) -> None:
+        self.classes = list(classes)
+        self.k = k
+        self.where = where
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({str(lab) for lab in labels} - set(index))
+        if unknown:
+            raise RMISError(f"{where}: labels {unknown} are not among the classes {self.classes}")
+        self.files = [str(f) for f in files]
+        # Items are indexed in file-id order so that neighbour ties break by file id.
+        self.order = np.argsort(np.asarray(self.files, dtype=str), kind="stable")
+        self.files_sorted = [self.files[i] for i in self.order]
+        self.y = np.array([index[str(labels[i])] for i in self.order], dtype=np.int64)
+        emb = np.asarray(embeddings)[self.order]
+        self.table: GroupTable | None = None
+        max_group = 1
+        if groups is not None:
+            self.table = group_table(
+                self.files_sorted, [str(groups[i]) for i in self.order], self.y, len(self.classes)
+            )
+            max_group = int(np.bincount(self.table.of_row).max())
+        self.knn = CosineKNN(emb, max_group_size=max_group, ids=self.files_sorted, device=device)
+
+    def _evaluate(self, train_mask: np.ndarray) -> float:
+        test_idx = np.flatnonzero(~train_mask)
+        idx, sim = self.knn.query(train_mask, test_idx, self.k)
+        pred = knn_predict(self.y[idx], sim, len(self.classes))
+        return macro_accuracy(self.y[test_idx], pred, len(self.classes))
+
+    def run(self, run: int, test_size: float) -> FDRun:
+        """One sealed run (official seed sequence)."""
+        if self.table is None:
+            raise RMISError(f"{self.where}: sealed runs need a group for every file")
+        split = sealed_split(self.table, test_size, run, self.classes, where=self.where)
+        train_mask = np.isin(self.table.of_row, split.train_groups)
+        acc = self._evaluate(train_mask)
+        test_groups = sorted(self.table.names[g] for g in split.test_groups)
+        return FDRun(run=run, seed=split.seed, macro_acc=acc, test_groups=test_groups)
+
+    def sealed(self, test_size: float = 0.5, runs: int = DEFAULT_RUNS) -> FDResult:
+        """Mean and sample std (ddof 1) of ``runs`` sealed runs."""
+        if runs < 1:
+            raise RMISError("need at least one run")
+        results = [self.run(r, test_size) for r in range(runs)]
+        accs = np.array([r.macro_acc for r in results])
+        std = float(np.std(accs, ddof=1)) if runs > 1 else 0.0
+        return FDResult(score=float(accs.mean()), mean=float(accs.mean()), std=std, runs=results)
+
+    def official(self, is_train: Sequence[bool]) -> FDResult:
+        """One run on the official split (``is_train[i]`` for the i-th input file)."""
+        mask = np.asarray(is_train, dtype=bool)[self.order]
+        for side, m in (("train", mask), ("test", ~mask)):
+            if not m.any():
+                raise RMISError(f"{self.where}: the official split has no {side} files")
+        acc = self._evaluate(mask)
+        return FDResult(score=acc, mean=acc, std=0.0)
+
+    def curve(
+        self, runs: int = DEFAULT_RUNS, test_sizes: Sequence[float] = CURVE_TEST_SIZES
+    ) -> tuple[list[CurvePoint], float]:
+        """Multi-split-ratio curve and its area (percent).
+
+        Every test size is checked up front; one at which some class cannot be on both sides
+        raises :class:`SplitError` naming it before any run is computed.
+        """
+        if self.table is None:
+            raise RMISError(f"{self.where}: the split curve needs a group for every file")
+        for t in test_sizes:
+            bad = unplaceable_classes(self.table, t, self.classes)
+            if bad:
+                raise SplitError(
+                    f"{self.where}: the split curve is impossible at test size {t}: classes "
+                    f"{bad} cannot be on both sides with {self.table.n_groups} groups"
+                )
+        points = []
+        for t in test_sizes:
+            accs = [self.run(r, t).macro_acc for r in range(runs)]
+            points.append(CurvePoint(test_size=float(t), mean=float(np.mean(accs)), runs=accs))
+        return points, curve_area(points, len(self.classes))
+
+
+def curve_area(points: Sequence[CurvePoint], n_classes: int) -> float:
+    """Area under the accuracy vs train-ratio curve, percent (PROTOCOL.md section 3).
+
+    x = train ratio (1 - test size), with anchors (0, 100 / C) and (1, 100); y = accuracy / 100;
+    area = ``scipy.integrate.simpson`` over [0, 1], times 100.
+    """
+    pts = sorted(points, key=lambda p: -p.test_size)
+    x = np.array([0.0] + [1.0 - p.test_size for p in pts] + [1.0])
+    y = np.array([100.0 / n_classes] + [p.mean for p in pts] + [100.0]) / 100.0
+    return float(simpson(y=y, x=x) * 100.0)

@@ -1,0 +1,105 @@
+"""Exact cosine k-NN against brute-force float64 search and scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.neighbors import NearestNeighbors
+
+from rmis.errors import RMISError
+from rmis.protocol.knn import CosineKNN
+
+
+def brute_force(x: np.ndarray, train: np.ndarray, test: np.ndarray, k: int):
+    """Reference: float64 cosine, full sort by (-similarity, index)."""
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    tr = np.flatnonzero(train)
+    sims = xn[test] @ xn[tr].T
+    idx = np.empty((len(test), k), dtype=np.int64)
+    val = np.empty((len(test), k))
+    for r in range(len(test)):
+        order = np.lexsort((tr, -sims[r]))[:k]
+        idx[r], val[r] = tr[order], sims[r, order]
+    return idx, val
+
+
+def clustered(n=600, d=24, n_groups=60, seed=0):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, n_groups, n)
+    centres = rng.normal(size=(n_groups, d))
+    return centres[g] + 0.7 * rng.normal(size=(n, d)), g
+
+
+@pytest.mark.parametrize("candidates", [None, 8, 600])
+@pytest.mark.parametrize("train_frac", [0.05, 0.5, 0.95])
+def test_matches_brute_force(candidates, train_frac) -> None:
+    x, g = clustered()
+    knn = CosineKNN(x, candidates=candidates, max_group_size=int(np.bincount(g).max()))
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        train_groups = rng.random(g.max() + 1) < train_frac
+        train = train_groups[g]
+        if train.sum() < 5:
+            continue
+        test = np.flatnonzero(~train)
+        idx, sim = knn.query(train, test, k=5)
+        ref_idx, ref_sim = brute_force(x, train, test, 5)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_allclose(sim, ref_sim, rtol=0, atol=1e-12)
+
+
+def test_block_size_does_not_change_answers() -> None:
+    x, g = clustered(seed=3)
+    train = (g % 2 == 0)
+    test = np.flatnonzero(~train)
+    a = CosineKNN(x).query(train, test)
+    b = CosineKNN(x, block_bytes=4096).query(train, test)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_same_as_sklearn_cosine_neighbours() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    train = rng.random(400) < 0.5
+    test = np.flatnonzero(~train)
+    idx, sim = CosineKNN(x).query(train, test, k=5)
+    dist, ref = NearestNeighbors(n_neighbors=5, metric="cosine").fit(x[train]).kneighbors(x[test])
+    np.testing.assert_array_equal(idx, np.flatnonzero(train)[ref])
+    np.testing.assert_allclose(sim, 1 - dist, atol=1e-6)
+
+
+def test_exact_ties_go_to_the_lowest_index() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(10, 8))
+    # items 20..29 duplicate items 0..9: every tie pair differs only by index
+    x = np.concatenate([base, rng.normal(size=(10, 8)), base])
+    train = np.zeros(30, dtype=bool)
+    train[[0, 1, 2, 3, 4, 5, 20, 21, 22, 23, 24, 25]] = True
+    test = np.flatnonzero(~train)
+    for cand in (None, 30):
+        idx, sim = CosineKNN(x, candidates=cand).query(train, test, k=3)
+        ref, _ = brute_force(x, train, test, 3)
+        np.testing.assert_array_equal(idx, ref)
+        # duplicates tie exactly; of a tied pair the lower index always comes first
+        for row_i, row_s in zip(idx, sim):
+            for a in range(2):
+                if row_s[a] == row_s[a + 1]:
+                    assert row_i[a] < row_i[a + 1]
+
+
+def test_bad_embeddings_are_named() -> None:
+    x = np.ones((4, 3))
+    x[2] = 0
+    with pytest.raises(RMISError, match="'c.wav' is all zeros"):
+        CosineKNN(x, ids=["a.wav", "b.wav", "c.wav", "d.wav"])
+    x[2] = np.nan
+    with pytest.raises(RMISError, match="row 2 contains NaN"):
+        CosineKNN(x)
+
+
+def test_too_few_train_items() -> None:
+    knn = CosineKNN(np.random.default_rng(0).normal(size=(6, 3)))
+    train = np.array([1, 1, 1, 0, 0, 0], dtype=bool)
+    with pytest.raises(RMISError, match="at least 5 train items"):
+        knn.query(train, np.array([3, 4, 5]), k=5)
