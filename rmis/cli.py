@@ -110,7 +110,11 @@ def score(
     from rmis.io import atomic_write_json, read_embeddings
     from rmis.provenance import RESULT_SCHEMA_VERSION, base_provenance, sha256_file
     from rmis.scoring import (
-        check_meta, dcase_export_files, read_meta, score_table, write_dcase_export,
+        check_meta,
+        dcase_export_files,
+        read_meta,
+        score_table,
+        write_dcase_export,
     )
 
     if (dataset is None) == (protocol is None):
@@ -141,8 +145,16 @@ def score(
     emb = read_embeddings(embeddings)
     with console.status(f"scoring {where} ({protocol})"):
         body = score_table(
-            table, emb, protocol=protocol, classes=class_list, test_size=test_size, runs=runs,
-            k=k, split_curve=split_curve, where=where, device=device,
+            table,
+            emb,
+            protocol=protocol,
+            classes=class_list,
+            test_size=test_size,
+            runs=runs,
+            k=k,
+            split_curve=split_curve,
+            where=where,
+            device=device,
         )
     export = dcase_export_files(table, body["clip_scores"]) if dcase_export else None
     result = {
@@ -150,7 +162,8 @@ def score(
         "kind": "score",
         "dataset": dataset,
         **body,
-        "provenance": base_provenance() | {
+        "provenance": base_provenance()
+        | {
             "command": "rmis score",
             "meta": {"path": str(meta), "sha256": sha256_file(meta)},
             "embeddings": {"path": str(embeddings), "sha256": sha256_file(embeddings)},
@@ -189,13 +202,21 @@ def list_datasets() -> None:
         table.add_column(col)
     for spec in DATASETS.values():
         split = (
-            f"sealed, test {spec.test_size}" if spec.sealed
-            else "official" if spec.task == "fd" else f"DCASE {spec.year} rules"
+            f"sealed, test {spec.test_size}"
+            if spec.sealed
+            else "official"
+            if spec.task == "fd"
+            else f"DCASE {spec.year} rules"
         )
         n_classes = str(len(spec.classes)) if spec.classes else "normal/anomaly"
         table.add_row(
-            spec.name, spec.task.upper(), spec.modality, f"{spec.sample_rate}",
-            f"{spec.window_seconds:g}", split, n_classes,
+            spec.name,
+            spec.task.upper(),
+            spec.modality,
+            f"{spec.sample_rate}",
+            f"{spec.window_seconds:g}",
+            split,
+            n_classes,
         )
     console.print(table)
 

@@ -83,23 +83,43 @@ _DCASE_MACHINES: dict[int, dict[str, tuple[str, ...]]] = {
     2024: {
         "dev": _DCASE_DEV_22,
         "eval": (
-            "3DPrinter", "AirCompressor", "BrushlessMotor", "HairDryer", "HoveringDrone",
-            "RoboticArm", "Scanner", "ToothBrush", "ToyCircuit",
+            "3DPrinter",
+            "AirCompressor",
+            "BrushlessMotor",
+            "HairDryer",
+            "HoveringDrone",
+            "RoboticArm",
+            "Scanner",
+            "ToothBrush",
+            "ToyCircuit",
         ),
     },
     2025: {
         "dev": _DCASE_DEV_22,
         "eval": (
-            "AutoTrash", "BandSealer", "CoffeeGrinder", "HomeCamera", "Polisher", "ScrewFeeder",
-            "ToyPet", "ToyRCCar",
+            "AutoTrash",
+            "BandSealer",
+            "CoffeeGrinder",
+            "HomeCamera",
+            "Polisher",
+            "ScrewFeeder",
+            "ToyPet",
+            "ToyRCCar",
         ),
     },
 }
 
 _MAFAULDA = (
-    "horizontal-misalignment", "imbalance", "normal", "overhang_ball_fault",
-    "overhang_cage_fault", "overhang_outer_race", "underhang_ball_fault",
-    "underhang_cage_fault", "underhang_outer_race", "vertical-misalignment",
+    "horizontal-misalignment",
+    "imbalance",
+    "normal",
+    "overhang_ball_fault",
+    "overhang_cage_fault",
+    "overhang_outer_race",
+    "underhang_ball_fault",
+    "underhang_cage_fault",
+    "underhang_outer_race",
+    "vertical-misalignment",
 )
 _UMGED = tuple(f"E{e:02d}" for e in range(0, 21, 2))
 _PU = ("healthy", "IR", "OR")
@@ -107,17 +127,36 @@ _PU = ("healthy", "IR", "OR")
 
 def _dcase(year: int) -> DatasetSpec:
     return DatasetSpec(
-        name=f"dcase{year % 100}", task="ad", modality="sound", sample_rate=16_000,
-        window_seconds=10.0, protocol=f"dcase{year}", machines=_DCASE_MACHINES[year],
+        name=f"dcase{year % 100}",
+        task="ad",
+        modality="sound",
+        sample_rate=16_000,
+        window_seconds=10.0,
+        protocol=f"dcase{year}",
+        machines=_DCASE_MACHINES[year],
         title=f"DCASE {year} Task 2",
     )
 
 
-def _fd(name: str, modality: str, sr: int, window: float, classes: tuple[str, ...],
-        title: str, test_size: float = 0.5) -> DatasetSpec:
+def _fd(
+    name: str,
+    modality: str,
+    sr: int,
+    window: float,
+    classes: tuple[str, ...],
+    title: str,
+    test_size: float = 0.5,
+) -> DatasetSpec:
     return DatasetSpec(
-        name=name, task="fd", modality=modality, sample_rate=sr, window_seconds=window,
-        protocol="fd", classes=classes, test_size=test_size, title=title,
+        name=name,
+        task="fd",
+        modality=modality,
+        sample_rate=sr,
+        window_seconds=window,
+        protocol="fd",
+        classes=classes,
+        test_size=test_size,
+        title=title,
     )
 
 
@@ -125,25 +164,65 @@ DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
         *(_dcase(y) for y in range(2020, 2026)),
-        _fd("iica", "sound", 48_000, 10.0, (
-            "tubeleak_noleak", "tubeleak_leak", "ventleak_noleak", "ventleak_leak",
-            "ventlow_noleak", "ventlow_leak"), "IDMT-ISA-COMPRESSED-AIR"),
+        _fd(
+            "iica",
+            "sound",
+            48_000,
+            10.0,
+            (
+                "tubeleak_noleak",
+                "tubeleak_leak",
+                "ventleak_noleak",
+                "ventleak_leak",
+                "ventlow_noleak",
+                "ventlow_leak",
+            ),
+            "IDMT-ISA-COMPRESSED-AIR",
+        ),
         DatasetSpec(
-            name="iiee", task="fd", modality="sound", sample_rate=44_100, window_seconds=3.0,
-            protocol="fd-official-split", classes=("good", "broken", "heavyload"),
+            name="iiee",
+            task="fd",
+            modality="sound",
+            sample_rate=44_100,
+            window_seconds=3.0,
+            protocol="fd-official-split",
+            classes=("good", "broken", "heavyload"),
             title="IDMT-ISA-ELECTRIC-ENGINE",
         ),
-        _fd("wtpg", "vibration", 48_000, 10.0,
+        _fd(
+            "wtpg",
+            "vibration",
+            48_000,
+            10.0,
             ("broken", "healthy", "missing_tooth", "root_crack", "wear"),
-            "WT-planetary-gearbox-dataset"),
+            "WT-planetary-gearbox-dataset",
+        ),
         _fd("mafaulda_sound", "sound", 50_000, 5.0, _MAFAULDA, "MaFaulDa"),
         _fd("mafaulda_vib", "vibration", 50_000, 5.0, _MAFAULDA, "MaFaulDa"),
-        _fd("sdust_bearing", "vibration", 25_600, 10.0, (
-            "IF0.2", "IF0.4", "IF0.6", "NC", "OF0.2", "OF0.4", "OF0.6", "RF0.2", "RF0.4",
-            "RF0.6"), "SDUST bearing"),
-        _fd("sdust_gear", "vibration", 25_600, 10.0, (
-            "normal", "planetrayfracture", "planetraypitting", "planetraywear", "sunfracture",
-            "sunpitting", "sunwear"), "SDUST gear"),
+        _fd(
+            "sdust_bearing",
+            "vibration",
+            25_600,
+            10.0,
+            ("IF0.2", "IF0.4", "IF0.6", "NC", "OF0.2", "OF0.4", "OF0.6", "RF0.2", "RF0.4", "RF0.6"),
+            "SDUST bearing",
+        ),
+        _fd(
+            "sdust_gear",
+            "vibration",
+            25_600,
+            10.0,
+            (
+                "normal",
+                "planetrayfracture",
+                "planetraypitting",
+                "planetraywear",
+                "sunfracture",
+                "sunpitting",
+                "sunwear",
+            ),
+            "SDUST gear",
+        ),
         _fd("umged_sound", "sound", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),
         _fd("umged_vib", "vibration", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),
         _fd("umged_vol", "voltage", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),

@@ -49,7 +49,7 @@ def split_sizes(n_groups: int, test_size: float) -> tuple[int, int]:
 
 
 def shuffle_split(n_groups: int, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, test)`` of ``train_test_split(range(n_groups), test_size, random_state=seed)``.
+    """``(train, test)`` indices of ``train_test_split(range(n_groups), test_size, seed)``.
 
     The order of each returned array is the order scikit-learn returns (a random permutation).
     """

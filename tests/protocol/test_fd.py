@@ -28,11 +28,13 @@ def test_knn_vote_by_hand() -> None:
     # row 1: c0 = 0.5 + 0.5 = 1.0, c2 = 0.6 + 0.4 = 1.0 -> tie -> lowest class index 0
     # row 2: c2 = 0.9, c1 = 0.8 + 0.1 = 0.9, ... exact tie between 1 and 2 -> 1
     labels = np.array([[0, 1, 1, 2, 0], [0, 2, 0, 2, 1], [2, 1, 0, 0, 1]])
-    sims = np.array([
-        [0.9, 0.8, 0.7, 0.6, 0.1],
-        [0.5, 0.6, 0.5, 0.4, 0.25],
-        [0.9, 0.8, 0.05, 0.05, 0.1],
-    ])
+    sims = np.array(
+        [
+            [0.9, 0.8, 0.7, 0.6, 0.1],
+            [0.5, 0.6, 0.5, 0.4, 0.25],
+            [0.9, 0.8, 0.05, 0.05, 0.1],
+        ]
+    )
     np.testing.assert_array_equal(knn_predict(labels, sims, 3), [1, 0, 1])
 
 
@@ -58,8 +60,12 @@ def dataset(n_classes=4, groups_per_class=6, files_per_group=5, d=16, seed=0, no
                 labels.append(f"class{c}")
                 x.append(centres[c] + offset + noise * rng.normal(size=d))
     perm = rng.permutation(len(files))
-    return (np.array(x)[perm], [files[i] for i in perm], [groups[i] for i in perm],
-            [labels[i] for i in perm])
+    return (
+        np.array(x)[perm],
+        [files[i] for i in perm],
+        [groups[i] for i in perm],
+        [labels[i] for i in perm],
+    )
 
 
 def official_style(x, files, groups, labels, classes, t, runs=10):
@@ -78,8 +84,9 @@ def official_style(x, files, groups, labels, classes, t, runs=10):
             if set(y[trm]) == set(y[~trm]) == set(y):
                 break
             j += 1
-        dist, ix = NearestNeighbors(n_neighbors=5, metric="cosine").fit(xn[trm]).kneighbors(
-            xn[~trm])
+        dist, ix = (
+            NearestNeighbors(n_neighbors=5, metric="cosine").fit(xn[trm]).kneighbors(xn[~trm])
+        )
         onehot = np.eye(len(classes))[y[trm][ix]]  # [n, k, C]
         logits = np.einsum("nk,nkc->nc", 1 - dist, onehot)
         accs.append(100 * balanced_accuracy_score(y[~trm], logits.argmax(1)))
@@ -103,8 +110,13 @@ def test_scores_invariant_to_row_order() -> None:
     classes = [f"class{c}" for c in range(4)]
     a = FDEvaluator(x, files, labels, classes, groups).sealed()
     perm = np.random.default_rng(9).permutation(len(files))
-    b = FDEvaluator(x[perm], [files[i] for i in perm], [labels[i] for i in perm], classes,
-                    [groups[i] for i in perm]).sealed()
+    b = FDEvaluator(
+        x[perm],
+        [files[i] for i in perm],
+        [labels[i] for i in perm],
+        classes,
+        [groups[i] for i in perm],
+    ).sealed()
     assert [r.macro_acc for r in a.runs] == [r.macro_acc for r in b.runs]
     assert [r.test_groups for r in a.runs] == [r.test_groups for r in b.runs]
 

@@ -50,7 +50,7 @@ def test_matches_brute_force(candidates, train_frac) -> None:
 
 def test_block_size_does_not_change_answers() -> None:
     x, g = clustered(seed=3)
-    train = (g % 2 == 0)
+    train = g % 2 == 0
     test = np.flatnonzero(~train)
     a = CosineKNN(x).query(train, test)
     b = CosineKNN(x, block_bytes=4096).query(train, test)

@@ -102,8 +102,11 @@ def test_split_identical_across_processes() -> None:
         "for r in range(10)]))\n"
     )
     outs = [
-        json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  check=True).stdout)
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
         for _ in range(2)
     ]
     assert outs[0] == outs[1]
