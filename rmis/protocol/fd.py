@@ -143,10 +143,21 @@ class FDEvaluator:
             max_group = int(np.bincount(self.table.of_row).max())
         self.knn = CosineKNN(emb, max_group_size=max_group, ids=self.files_sorted, device=device)
 
-    def _evaluate(self, train_mask: np.ndarray) -> float:
+    def predict(self, train_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted class of every non-train item.
+
+        Args:
+            train_mask: ``[N]`` bool over items in file-id order (``self.files_sorted``).
+
+        Returns:
+            ``(test_idx, pred)``: item indices (file-id order) and predicted class indices.
+        """
         test_idx = np.flatnonzero(~train_mask)
         idx, sim = self.knn.query(train_mask, test_idx, self.k)
-        pred = knn_predict(self.y[idx], sim, len(self.classes))
+        return test_idx, knn_predict(self.y[idx], sim, len(self.classes))
+
+    def _evaluate(self, train_mask: np.ndarray) -> float:
+        test_idx, pred = self.predict(train_mask)
         return macro_accuracy(self.y[test_idx], pred, len(self.classes))
 
     def run(self, run: int, test_size: float) -> FDRun:

@@ -2,25 +2,26 @@
 
 The fault-diagnosis protocol runs the same k-NN classifier on 10 (fixed split) or 190 (multi-split
 curve) partitions of ONE set of embeddings. Searching again per run, as the official harness does,
-repeats the dominant cost, a train x test similarity product, every time. :class:`CosineKNN` instead
-computes the similarities of all pairs once, in float32 blocked matrix products (memory bounded by
+repeats the dominant cost, a train x test similarity product, every time. :class:`CosineKNN`
+computes the similarities of all pairs once, in float32 blocked matrix products over the upper
+triangle of blocks (each block serves its rows and its columns; memory bounded by
 ``block_bytes``), and keeps each item's ``M`` most similar items. A query for one partition then
-walks those lists and picks the first ``k`` train items, which costs O(n_test * M).
+walks those lists for the first train items, which costs O(n_test * M).
 
-The answer is exact, not approximate:
+The answer is exact, not approximate. Float32 similarities of unit vectors are within
+``e = (D + 2) * 2**-24`` of the exact value (a rigorous bound), so with ``tol = 2e``:
 
-* a list answers a query only when its top-``k`` train set is certified: the gap between the
-  ``k``-th and the ``(k+1)``-th train similarity (or the list's last similarity, below which every
-  unlisted item lies) exceeds ``FP32_TOL``, far above the float32 rounding error of a dot product
-  of unit vectors;
-* every other row (too few train items in its list, or a near-tie at the boundary) is answered
-  by a float64 search over all train items;
-* the similarities returned are recomputed in float64, element by element, so identical vectors
-  get identical similarities wherever they sit.
+* the train items whose listed float32 similarity is within ``tol`` of the k-th best contain the
+  exact top ``k``; when that candidate set is certainly inside the list (the k-th similarity
+  exceeds the list's last one by more than ``tol``), the candidates are re-ranked in float64;
+* every other row (too few train items in its list) searches all train items in float32, and
+  its candidates (within ``tol`` of its k-th best) are re-ranked in float64 the same way;
+* float64 similarities are computed element by element, so identical vectors get identical
+  similarities wherever they sit.
 
-Neighbour order and ties: neighbours are sorted by similarity, descending; similarities within
-``TIE_EPS`` of each other at the k-th place are ties, broken by the lowest item index (items are
-indexed in file-id order by the callers, so ties are broken by file id).
+Neighbour order and ties: neighbours are sorted by float64 similarity, descending, and equal
+similarities by the lowest item index (callers index items in file-id order, so exact ties, e.g.
+duplicated recordings, are broken by file id).
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ import torch
 
 from rmis.errors import RMISError
 
-#: Certification margin for float32 similarities of unit vectors (|error| << 1e-5 in practice).
-FP32_TOL = 1e-4
-#: float64 similarities closer than this are ties, broken by the lowest item index.
-TIE_EPS = 1e-12
-_DEFAULT_BLOCK_BYTES = 1 << 28  # 256 MiB per block of similarities
+_UNIT_ROUNDOFF_32 = 2.0**-24
+_DEFAULT_BLOCK_BYTES = 1 << 24  # 16 MiB per block of float32 similarities (2048 x 2048)
+_GATHER_BYTES = 1 << 21  # float64 rows gathered at once for element-wise dots (cache sized)
+
+
+def fp32_tolerance(dim: int) -> float:
+    """Certification margin: twice the float32 error bound of a unit-vector dot product."""
+    return 2.0 * (dim + 4) * _UNIT_ROUNDOFF_32
 
 
 def unit_rows(embeddings: np.ndarray, ids: list[str] | None = None) -> np.ndarray:
@@ -47,7 +51,7 @@ def unit_rows(embeddings: np.ndarray, ids: list[str] | None = None) -> np.ndarra
     Raises:
         RMISError: not 2-D, non-finite values or an all-zero row (named).
     """
-    x = np.asarray(embeddings, dtype=np.float64)
+    x = np.array(embeddings, dtype=np.float64)  # own copy, normalised in place
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise RMISError(f"embeddings must be a non-empty [N, D] array, got shape {x.shape}")
 
@@ -67,7 +71,8 @@ def unit_rows(embeddings: np.ndarray, ids: list[str] | None = None) -> np.ndarra
             f"embedding of {name(int(zero[0]))} is all zeros ({zero.size} rows affected): its "
             "cosine similarity is undefined; check the encoder output for that file"
         )
-    return x / norms[:, None]
+    x /= norms[:, None]
+    return x
 
 
 class CosineKNN:
@@ -79,7 +84,7 @@ class CosineKNN:
             enough for the lists to answer nearly every query of a sealed split (all members of
             an item's own group are always on its side, never train neighbours).
         max_group_size: largest number of items sealed together (only sizes the default ``M``).
-        block_bytes: memory bound for one block of similarities.
+        block_bytes: memory bound for one block of float32 similarities.
         device: torch device for the one-off similarity product (e.g. ``"cuda"``).
         ids: optional row names for error messages.
     """
@@ -95,29 +100,64 @@ class CosineKNN:
         ids: list[str] | None = None,
     ) -> None:
         self.x64 = torch.from_numpy(unit_rows(embeddings, ids))
-        self.n = self.x64.shape[0]
+        self.n, self.dim = self.x64.shape
+        self.tol = fp32_tolerance(self.dim)
         self.block_bytes = int(block_bytes)
         m = candidates if candidates is not None else 4 * max_group_size + 96
         self.m = int(min(max(m, 1), self.n))
         self.complete = self.m == self.n
         self._build(torch.device(device))
 
-    def _rows_per_block(self, width: int, itemsize: int) -> int:
-        return max(1, self.block_bytes // (itemsize * max(width, 1)))
-
     def _build(self, device: torch.device) -> None:
-        x32 = self.x64.to(device=device, dtype=torch.float32)
-        self.cand_idx = torch.empty((self.n, self.m), dtype=torch.int32)
-        self.cand_sim = torch.empty((self.n, self.m), dtype=torch.float32)
-        step = self._rows_per_block(self.n, 4)
+        n = self.n
+        self.x32 = self.x64.to(torch.float32)
+        x32 = self.x32.to(device)
+        self.cand_sim = torch.full((n, self.m), -torch.inf, dtype=torch.float32)
+        self.cand_idx = torch.zeros((n, self.m), dtype=torch.int64)
+        b = max(1, int((self.block_bytes // 4) ** 0.5))
+        blocks = [(i0, min(i0 + b, n)) for i0 in range(0, n, b)]
+        pairs = [(i, i) for i in range(len(blocks))]  # diagonal first: fills every list
+        pairs += [(i, j) for i in range(len(blocks)) for j in range(i + 1, len(blocks))]
         with torch.inference_mode():
-            for start in range(0, self.n, step):
-                stop = min(start + step, self.n)
-                sims = x32[start:stop] @ x32.T
-                val, idx = torch.topk(sims, self.m, dim=1, largest=True, sorted=True)
-                self.cand_sim[start:stop] = val.cpu()
-                self.cand_idx[start:stop] = idx.to(torch.int32).cpu()
+            for i, j in pairs:
+                (i0, i1), (j0, j1) = blocks[i], blocks[j]
+                sims = (x32[i0:i1] @ x32[j0:j1].T).cpu()
+                self._merge(i0, sims, j0)
+                if i != j:
+                    self._merge(j0, sims.T, i0)
         self.threshold = self.cand_sim[:, -1].clone()
+
+    def _merge(self, r0: int, sims: torch.Tensor, c0: int) -> None:
+        """Merge a block of similarities (rows from item ``r0``, columns from item ``c0``) into
+        the candidate lists of its rows. ``sims`` may be a transposed view."""
+        n_rows, width = sims.shape
+        rows = slice(r0, r0 + n_rows)
+        best_sim, best_idx = self.cand_sim[rows], self.cand_idx[rows]
+        transposed = sims.stride(0) == 1 and n_rows > 1
+        if transposed:  # find entries on the contiguous layout, then swap the roles
+            c, r = (sims.T > best_sim[:, -1]).nonzero(as_tuple=True)
+            order = torch.argsort(r, stable=True)
+            r, c = r[order], c[order]
+        else:
+            r, c = (sims > best_sim[:, -1:]).nonzero(as_tuple=True)
+        if len(r) == 0:
+            return
+        if len(r) > sims.numel() // 4:  # an unfilled or very dense block: plain top-k
+            block = sims.contiguous() if transposed else sims
+            new_sim, new_col = torch.topk(block, min(self.m, width), dim=1, sorted=False)
+        else:  # few entries beat the current lists: gather just those
+            counts = torch.bincount(r, minlength=n_rows)
+            pos = torch.arange(len(r)) - (torch.cumsum(counts, 0) - counts)[r]
+            most = int(counts.max())
+            new_sim = torch.full((n_rows, most), -torch.inf, dtype=torch.float32)
+            new_col = torch.zeros((n_rows, most), dtype=torch.int64)
+            new_sim[r, pos] = sims[r, c]
+            new_col[r, pos] = c
+        merged_sim = torch.cat([best_sim, new_sim], 1)
+        merged_idx = torch.cat([best_idx, new_col + c0], 1)
+        top_sim, sel = torch.topk(merged_sim, self.m, dim=1, sorted=True)
+        self.cand_sim[rows] = top_sim
+        self.cand_idx[rows] = merged_idx.gather(1, sel)
 
     def query(
         self, train_mask: np.ndarray, test_idx: np.ndarray, k: int = 5
@@ -140,72 +180,81 @@ class CosineKNN:
         test = torch.as_tensor(np.asarray(test_idx, dtype=np.int64))
         if bool(train_mask_t[test].any()):
             raise RMISError("an item cannot be both a train and a test item")
-        chosen = torch.empty((len(test), k), dtype=torch.int64)
+        out_idx = torch.empty((len(test), k), dtype=torch.int64)
+        out_sim = torch.empty((len(test), k), dtype=torch.float64)
 
         with torch.inference_mode():
-            nb = self.cand_idx[test].long()  # [n, M]
-            sims = self.cand_sim[test]  # [n, M]
+            nb = self.cand_idx[test]  # [n, M], sorted by float32 similarity
+            sims = self.cand_sim[test]
             is_train = train_mask_t[nb]
             count = is_train.cumsum(1)
-            total = count[:, -1]
             at_k = (is_train & (count == k)).to(torch.uint8).argmax(1, keepdim=True)
-            at_next = (is_train & (count == k + 1)).to(torch.uint8).argmax(1, keepdim=True)
-            s_k = sims.gather(1, at_k).squeeze(1)
-            s_next = sims.gather(1, at_next).squeeze(1)
-            trusted = (total > k) & (s_k - s_next > FP32_TOL)
-            if self.complete:
-                trusted |= total == k
-            else:
-                trusted |= (total == k) & (s_k - self.threshold[test] > FP32_TOL)
-            take = is_train & (count <= k)
-            chosen[trusted] = nb[trusted][take[trusted]].view(-1, k)
-
-            fallback = torch.nonzero(~trusted).squeeze(1)
+            s_k = sims.gather(1, at_k)
+            listed = count[:, -1] >= k
+            if not self.complete:
+                listed &= s_k.squeeze(1) - self.threshold[test] > self.tol
+            cand = is_train & (sims >= s_k - self.tol)
+            n_cand = cand.sum(1)
+            for rows in _by_width(torch.nonzero(listed).squeeze(1), n_cand, k):
+                width = int(n_cand[rows].max())
+                padded = _pack(cand[rows], nb[rows], width)
+                out_idx[rows], out_sim[rows] = self._rank(test[rows], padded, k)
+            fallback = torch.nonzero(~listed).squeeze(1)
             if len(fallback):
                 train_idx = torch.nonzero(train_mask_t).squeeze(1)
-                chosen[fallback] = self._exact(test[fallback], train_idx, k)
-            sim = self._dots(test, chosen)
-        return _sort_rows(chosen, sim)
+                padded = self._exact_candidates(test[fallback], train_idx, k)
+                out_idx[fallback], out_sim[fallback] = self._rank(test[fallback], padded, k)
+        return out_idx.numpy(), out_sim.numpy()
 
-    def _exact(self, rows: torch.Tensor, train_idx: torch.Tensor, k: int) -> torch.Tensor:
-        """Float64 top-``k`` over all train items (ascending ``train_idx``) for ``rows``."""
-        xt = self.x64[train_idx]
-        out = torch.empty((len(rows), k), dtype=torch.int64)
-        step = self._rows_per_block(len(train_idx), 8)
-        kk = min(k + 1, len(train_idx))
+    def _exact_candidates(
+        self, rows: torch.Tensor, train_idx: torch.Tensor, k: int
+    ) -> torch.Tensor:
+        """Search all train items: ``[len(rows), c]`` candidates (-1 padded), every train item
+        whose float32 similarity is within ``tol`` of the row's k-th best (a superset of the
+        exact top ``k``)."""
+        xt = self.x32[train_idx]
+        step = max(1, self.block_bytes // (4 * len(train_idx)))
+        blocks = []
         for start in range(0, len(rows), step):
-            stop = min(start + step, len(rows))
-            sims = self.x64[rows[start:stop]] @ xt.T
-            val, idx = torch.topk(sims, kk, dim=1, largest=True, sorted=True)
-            block = idx[:, :k].clone()
-            if kk > k:
-                for r in torch.nonzero(val[:, k - 1] - val[:, k] <= TIE_EPS).squeeze(1).tolist():
-                    block[r] = _break_tie(sims[r], float(val[r, k - 1]), k)
-            out[start:stop] = block
-        return train_idx[out]
+            sims = self.x32[rows[start : start + step]] @ xt.T
+            kth = torch.topk(sims, k, dim=1, sorted=True).values[:, -1:]
+            near = sims >= kth - self.tol
+            blocks.append((near, int(near.sum(1).max())))
+        width = max(w for _, w in blocks)
+        packed = [_pack(near, train_idx.expand(len(near), -1), width) for near, _ in blocks]
+        return torch.cat(packed)
 
-    def _dots(self, rows: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        """Float64 similarities ``[n, k]`` of ``rows`` to ``chosen``, element by element."""
-        n, k = chosen.shape
-        out = torch.empty((n, k), dtype=torch.float64)
-        step = self._rows_per_block(k * self.x64.shape[1], 8) // 4 or 1
+    def _rank(self, rows: torch.Tensor, cand: torch.Tensor, k: int):
+        """Top ``k`` of ``cand`` (``[n, c]`` item indices, -1 = none) by float64 similarity
+        descending, then index ascending. Returns ``(idx [n, k], sim [n, k])``."""
+        n, c = cand.shape
+        valid = cand >= 0
+        safe = cand.clamp(min=0)
+        sim = torch.empty((n, c), dtype=torch.float64)
+        step = max(1, _GATHER_BYTES // (8 * c * self.dim))
         for start in range(0, n, step):
             stop = min(start + step, n)
             a = self.x64[rows[start:stop]].unsqueeze(1)
-            out[start:stop] = (a * self.x64[chosen[start:stop]]).sum(-1)
-        return out
+            sim[start:stop] = (a * self.x64[safe[start:stop]]).sum(-1)
+        sim = sim.masked_fill(~valid, -torch.inf)
+        key_idx = torch.where(valid, cand, torch.iinfo(torch.int64).max)
+        by_idx = torch.argsort(key_idx, dim=1, stable=True)
+        cand, sim = cand.gather(1, by_idx), sim.gather(1, by_idx)
+        by_sim = torch.argsort(-sim, dim=1, stable=True)[:, :k]
+        return cand.gather(1, by_sim), sim.gather(1, by_sim)
 
 
-def _break_tie(sims: torch.Tensor, boundary: float, k: int) -> torch.Tensor:
-    """Columns of the top ``k`` of one row when values near ``boundary`` tie (lowest index wins)."""
-    sure = torch.nonzero(sims > boundary + TIE_EPS).squeeze(1)
-    tied = torch.nonzero((sims - boundary).abs() <= TIE_EPS).squeeze(1)
-    return torch.cat([sure, tied[: k - len(sure)]])
+def _by_width(rows: torch.Tensor, n_cand: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """Split ``rows`` into those with exactly ``k`` candidates and the (rare) rest."""
+    exact = n_cand[rows] == k
+    return [part for part in (rows[exact], rows[~exact]) if len(part)]
 
 
-def _sort_rows(idx: torch.Tensor, sim: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each row by similarity descending, then index ascending."""
-    by_idx = torch.argsort(idx, dim=1, stable=True)
-    idx, sim = idx.gather(1, by_idx), sim.gather(1, by_idx)
-    by_sim = torch.argsort(-sim, dim=1, stable=True)
-    return idx.gather(1, by_sim).numpy(), sim.gather(1, by_sim).numpy()
+def _pack(mask: torch.Tensor, idx: torch.Tensor, width: int) -> torch.Tensor:
+    """Entries of ``idx`` where ``mask`` holds, left-aligned per row in ``[n, width]`` (-1 pad),
+    keeping their order."""
+    pos = mask.cumsum(1) - 1
+    out = torch.full((mask.shape[0], width), -1, dtype=torch.int64)
+    r, c = mask.nonzero(as_tuple=True)
+    out[r, pos[r, c]] = idx[r, c]
+    return out

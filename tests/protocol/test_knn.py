@@ -103,3 +103,19 @@ def test_too_few_train_items() -> None:
     train = np.array([1, 1, 1, 0, 0, 0], dtype=bool)
     with pytest.raises(RMISError, match="at least 5 train items"):
         knn.query(train, np.array([3, 4, 5]), k=5)
+
+
+def test_near_ties_below_float32_resolution_follow_float64() -> None:
+    # the query is e1; train item j sits at angle theta_j from it, with similarities
+    # cos(theta_j) that differ by ~1e-10 (invisible in float32, ordered in float64)
+    eps = np.array([5e-10, 1e-10, 4e-10, 2e-10, 3e-10, 0.0, 6e-10])
+    cosines = 0.9 + eps
+    theta = np.arccos(cosines)
+    train_vecs = np.stack([np.cos(theta), np.sin(theta), np.zeros_like(theta)], 1)
+    x = np.concatenate([[[1.0, 0.0, 0.0]], train_vecs])
+    train = np.ones(len(x), dtype=bool)
+    train[0] = False
+    idx, sim = CosineKNN(x, candidates=3).query(train, np.array([0]), k=5)
+    expected = 1 + np.argsort(-eps, kind="stable")[:5]
+    np.testing.assert_array_equal(idx[0], expected)
+    assert np.all(np.diff(sim[0]) < 0)
