@@ -29,26 +29,31 @@ DEFAULT_RUNS = 10
 DEFAULT_K = 5
 
 
-def knn_predict(
+def vote_logits(
     neighbour_labels: np.ndarray, neighbour_sims: np.ndarray, n_classes: int
 ) -> np.ndarray:
-    """Cosine-weighted vote.
+    """Cosine-weighted vote: ``[n, C]`` per-class sums of the neighbours' similarities.
 
     Args:
-        neighbour_labels: ``[n, k]`` class index of each neighbour (rows sorted by similarity).
+        neighbour_labels: ``[n, k]`` class index of each neighbour.
         neighbour_sims: ``[n, k]`` cosine similarity of each neighbour.
         n_classes: number of classes ``C``.
 
-    Returns:
-        ``[n]`` predicted class: argmax of the per-class similarity sums, ties to the lowest
-        class index. Sums are accumulated in neighbour order, so the result is reproducible.
+    Sums are accumulated in neighbour (column) order, so equal inputs give equal sums.
     """
     n, k = neighbour_labels.shape
     logits = np.zeros((n, n_classes), dtype=np.float64)
     rows = np.arange(n)
     for j in range(k):
         logits[rows, neighbour_labels[:, j]] += neighbour_sims[:, j]
-    return np.argmax(logits, axis=1)
+    return logits
+
+
+def knn_predict(
+    neighbour_labels: np.ndarray, neighbour_sims: np.ndarray, n_classes: int
+) -> np.ndarray:
+    """``[n]`` predicted class: argmax of :func:`vote_logits`, ties to the lowest class index."""
+    return np.argmax(vote_logits(neighbour_labels, neighbour_sims, n_classes), axis=1)
 
 
 def macro_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
@@ -146,15 +151,35 @@ class FDEvaluator:
     def predict(self, train_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class of every non-train item.
 
+        The vote uses the similarities :meth:`CosineKNN.query` returns (float32-accurate where
+        the neighbour set was certified without float64); a vote whose winning margin is within
+        their error bound is recomputed from float64 similarities, summed in (similarity,
+        file id) order, so ties go to the lowest class index exactly.
+
         Args:
             train_mask: ``[N]`` bool over items in file-id order (``self.files_sorted``).
 
         Returns:
             ``(test_idx, pred)``: item indices (file-id order) and predicted class indices.
         """
+        n_classes = len(self.classes)
         test_idx = np.flatnonzero(~train_mask)
         idx, sim = self.knn.query(train_mask, test_idx, self.k)
-        return test_idx, knn_predict(self.y[idx], sim, len(self.classes))
+        labels = self.y[idx]
+        logits = vote_logits(labels, sim, n_classes)
+        pred = np.argmax(logits, axis=1)
+        if n_classes > 1:
+            top2 = np.partition(logits, n_classes - 2, axis=1)[:, -2:]
+            unsure = np.flatnonzero(top2[:, 1] - top2[:, 0] <= self.k * self.knn.tol)
+            if unsure.size:
+                exact = self.knn.exact_similarities(test_idx[unsure], idx[unsure])
+                order = np.lexsort((idx[unsure], -exact), axis=1)
+                pred[unsure] = knn_predict(
+                    np.take_along_axis(labels[unsure], order, 1),
+                    np.take_along_axis(exact, order, 1),
+                    n_classes,
+                )
+        return test_idx, pred
 
     def _evaluate(self, train_mask: np.ndarray) -> float:
         test_idx, pred = self.predict(train_mask)

@@ -33,6 +33,7 @@ from rmis.errors import RMISError
 
 _UNIT_ROUNDOFF_32 = 2.0**-24
 _DEFAULT_BLOCK_BYTES = 1 << 24  # 16 MiB per block of float32 similarities (2048 x 2048)
+_PREFIX = 32  # list entries tried first by a query
 _GATHER_BYTES = 1 << 21  # float64 rows gathered at once for element-wise dots (cache sized)
 
 
@@ -105,6 +106,7 @@ class CosineKNN:
         self.block_bytes = int(block_bytes)
         m = candidates if candidates is not None else 4 * max_group_size + 96
         self.m = int(min(max(m, 1), self.n))
+        self.max_group_size = int(max_group_size)
         self.complete = self.m == self.n
         self._build(torch.device(device))
 
@@ -184,27 +186,57 @@ class CosineKNN:
         out_sim = torch.empty((len(test), k), dtype=torch.float64)
 
         with torch.inference_mode():
-            nb = self.cand_idx[test]  # [n, M], sorted by float32 similarity
-            sims = self.cand_sim[test]
-            is_train = train_mask_t[nb]
-            count = is_train.cumsum(1)
-            at_k = (is_train & (count == k)).to(torch.uint8).argmax(1, keepdim=True)
-            s_k = sims.gather(1, at_k)
-            listed = count[:, -1] >= k
-            if not self.complete:
-                listed &= s_k.squeeze(1) - self.threshold[test] > self.tol
-            cand = is_train & (sims >= s_k - self.tol)
-            n_cand = cand.sum(1)
-            for rows in _by_width(torch.nonzero(listed).squeeze(1), n_cand, k):
-                width = int(n_cand[rows].max())
-                padded = _pack(cand[rows], nb[rows], width)
-                out_idx[rows], out_sim[rows] = self._rank(test[rows], padded, k)
-            fallback = torch.nonzero(~listed).squeeze(1)
-            if len(fallback):
+            pending = torch.arange(len(test))
+            # A prefix of the lists answers most rows (the k-th train item is expected near
+            # position k / train fraction after the item's own group); the full lists most
+            # others.
+            expected = int(3 * k * self.n / n_train) + self.max_group_size
+            for width in sorted({min(max(expected, _PREFIX), self.m), self.m}):
+                if len(pending):
+                    done = self._from_lists(test, pending, train_mask_t, k, width, out_idx, out_sim)
+                    pending = pending[~done]
+            if len(pending):
                 train_idx = torch.nonzero(train_mask_t).squeeze(1)
-                padded = self._exact_candidates(test[fallback], train_idx, k)
-                out_idx[fallback], out_sim[fallback] = self._rank(test[fallback], padded, k)
+                padded = self._exact_candidates(test[pending], train_idx, k)
+                out_idx[pending], out_sim[pending] = self._rank(test[pending], padded, k)
         return out_idx.numpy(), out_sim.numpy()
+
+    def _from_lists(
+        self,
+        test: torch.Tensor,
+        pending: torch.Tensor,
+        train_mask: torch.Tensor,
+        k: int,
+        width: int,
+        out_idx: torch.Tensor,
+        out_sim: torch.Tensor,
+    ) -> torch.Tensor:
+        """Answer the ``pending`` query rows whose top-``k`` is certified within the first
+        ``width`` list entries; returns a bool mask over ``pending`` of the rows answered."""
+        rows = test[pending]
+        nb = self.cand_idx[rows, :width]  # sorted by float32 similarity, descending
+        sims = self.cand_sim[rows, :width]
+        is_train = train_mask[nb]
+        count = is_train.cumsum(1, dtype=torch.int32)
+        at_k = (is_train & (count == k)).to(torch.uint8).argmax(1, keepdim=True)
+        s_k = sims.gather(1, at_k)
+        done = count[:, -1] >= k
+        if width < self.n:  # unlisted items are at most the last listed similarity
+            done &= (s_k - sims[:, -1:]).squeeze(1) > self.tol
+        cand = is_train & (sims >= s_k - self.tol)
+        n_cand = cand.sum(1)
+        answered = torch.nonzero(done).squeeze(1)
+        unique = answered[n_cand[answered] == k]  # the top-k set is certified: keep float32
+        if len(unique):
+            out_idx[pending[unique]] = _pack(cand[unique], nb[unique], k)
+            out_sim[pending[unique]] = _pack_values(cand[unique], sims[unique], k)
+        crowded = answered[n_cand[answered] > k]  # near-ties at the k-th place: float64
+        if len(crowded):
+            padded = _pack(cand[crowded], nb[crowded], int(n_cand[crowded].max()))
+            out_idx[pending[crowded]], out_sim[pending[crowded]] = self._rank(
+                rows[crowded], padded, k
+            )
+        return done
 
     def _exact_candidates(
         self, rows: torch.Tensor, train_idx: torch.Tensor, k: int
@@ -214,29 +246,46 @@ class CosineKNN:
         exact top ``k``)."""
         xt = self.x32[train_idx]
         step = max(1, self.block_bytes // (4 * len(train_idx)))
+        kk = min(k + 1, len(train_idx))
         blocks = []
         for start in range(0, len(rows), step):
             sims = self.x32[rows[start : start + step]] @ xt.T
-            kth = torch.topk(sims, k, dim=1, sorted=True).values[:, -1:]
-            near = sims >= kth - self.tol
-            blocks.append((near, int(near.sum(1).max())))
-        width = max(w for _, w in blocks)
-        packed = [_pack(near, train_idx.expand(len(near), -1), width) for near, _ in blocks]
-        return torch.cat(packed)
+            val, col = torch.topk(sims, kk, dim=1, sorted=True)
+            cand = train_idx[col[:, :k]]
+            if kk > k:  # rows where more than k items lie within tol of the k-th best
+                crowded = torch.nonzero(val[:, k] >= val[:, k - 1] - self.tol).squeeze(1)
+                if len(crowded):
+                    near = sims[crowded] >= val[crowded, k - 1 : k] - self.tol
+                    wide = _pack(near, train_idx.expand(len(near), -1), int(near.sum(1).max()))
+                    cand = torch.cat([cand, torch.full((len(cand), wide.shape[1] - k), -1)], 1)
+                    cand[crowded] = wide
+            blocks.append(cand)
+        width = max(c.shape[1] for c in blocks)
+        return torch.cat(
+            [torch.nn.functional.pad(c, (0, width - c.shape[1]), value=-1) for c in blocks]
+        )
 
-    def _rank(self, rows: torch.Tensor, cand: torch.Tensor, k: int):
-        """Top ``k`` of ``cand`` (``[n, c]`` item indices, -1 = none) by float64 similarity
-        descending, then index ascending. Returns ``(idx [n, k], sim [n, k])``."""
+    def exact_similarities(self, rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Float64 cosine similarities ``[n, c]`` of items ``rows`` ``[n]`` to items ``idx``
+        ``[n, c]``, element by element (identical vectors give identical values)."""
+        rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        return self._dots(rows_t, torch.as_tensor(np.asarray(idx, dtype=np.int64))).numpy()
+
+    def _dots(self, rows: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         n, c = cand.shape
-        valid = cand >= 0
-        safe = cand.clamp(min=0)
         sim = torch.empty((n, c), dtype=torch.float64)
         step = max(1, _GATHER_BYTES // (8 * c * self.dim))
         for start in range(0, n, step):
             stop = min(start + step, n)
             a = self.x64[rows[start:stop]].unsqueeze(1)
-            sim[start:stop] = (a * self.x64[safe[start:stop]]).sum(-1)
-        sim = sim.masked_fill(~valid, -torch.inf)
+            sim[start:stop] = (a * self.x64[cand[start:stop]]).sum(-1)
+        return sim
+
+    def _rank(self, rows: torch.Tensor, cand: torch.Tensor, k: int):
+        """Top ``k`` of ``cand`` (``[n, c]`` item indices, -1 = none) by float64 similarity
+        descending, then index ascending. Returns ``(idx [n, k], sim [n, k])``."""
+        valid = cand >= 0
+        sim = self._dots(rows, cand.clamp(min=0)).masked_fill(~valid, -torch.inf)
         key_idx = torch.where(valid, cand, torch.iinfo(torch.int64).max)
         by_idx = torch.argsort(key_idx, dim=1, stable=True)
         cand, sim = cand.gather(1, by_idx), sim.gather(1, by_idx)
@@ -244,10 +293,12 @@ class CosineKNN:
         return cand.gather(1, by_sim), sim.gather(1, by_sim)
 
 
-def _by_width(rows: torch.Tensor, n_cand: torch.Tensor, k: int) -> list[torch.Tensor]:
-    """Split ``rows`` into those with exactly ``k`` candidates and the (rare) rest."""
-    exact = n_cand[rows] == k
-    return [part for part in (rows[exact], rows[~exact]) if len(part)]
+def _pack_values(mask: torch.Tensor, values: torch.Tensor, width: int) -> torch.Tensor:
+    """Like :func:`_pack` for float32 values, returned as float64."""
+    r, c = mask.nonzero(as_tuple=True)
+    out = torch.empty((mask.shape[0], width), dtype=torch.float64)
+    out[r, (mask.cumsum(1) - 1)[r, c]] = values[r, c].to(torch.float64)
+    return out
 
 
 def _pack(mask: torch.Tensor, idx: torch.Tensor, width: int) -> torch.Tensor:

@@ -164,3 +164,50 @@ def test_impossible_curve_fails_fast() -> None:
     with pytest.raises(SplitError, match="toy: the split curve is impossible at test size 0.05"):
         ev.curve()
     assert time.perf_counter() - start < 2
+
+
+def reference_predict(x, y, train, k, n_classes):
+    """Float64 brute force: top k by (-similarity, index), vote summed in that order.
+
+    Similarities are element-wise products summed per pair (not a matrix product, whose
+    rounding differs from column to column), so duplicated vectors tie exactly."""
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    tr, te = np.flatnonzero(train), np.flatnonzero(~train)
+    pred = []
+    for r in range(len(te)):
+        sims = (xn[te[r]] * xn[tr]).sum(1)
+        order = np.lexsort((tr, -sims))[:k]
+        logits = np.zeros(n_classes)
+        for j in order:
+            logits[y[tr[j]]] += sims[j]
+        pred.append(int(np.argmax(logits)))
+    return te, np.array(pred)
+
+
+def test_vote_ties_from_duplicated_signals_go_to_lowest_class() -> None:
+    # hand case: the test item's two neighbours are the same vector in classes 2 and 1
+    x = np.array([[1.0, 0.2], [1.0, 0.2], [0.0, 1.0], [1.0, 0.21]])
+    files = ["a", "b", "c", "d"]
+    ev = FDEvaluator(x, files, ["c2", "c1", "c0", "c0"], ["c0", "c1", "c2"], k=2)
+    assert ev.official([True, True, True, False]).score == 0.0  # predicted c1, truth c0
+    _, pred = ev.predict(np.array([True, True, True, False]))
+    assert pred.tolist() == [1]
+
+
+def test_predictions_equal_float64_reference_with_many_exact_ties() -> None:
+    # few distinct vectors, repeated across classes: neighbour and vote ties everywhere
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(12, 6))
+    pick = rng.integers(0, 12, 400)
+    # exact duplicates, and near-duplicates whose similarities differ by ~1e-10: below float32
+    # resolution, far above float64 rounding
+    x = base[pick] + (rng.random((400, 1)) < 0.3) * 1e-5 * rng.normal(size=(400, 6))
+    y = rng.integers(0, 4, 400)
+    files = [f"f{i:04d}" for i in range(400)]
+    ev = FDEvaluator(x, files, [f"c{v}" for v in y], ["c0", "c1", "c2", "c3"])
+    for seed in range(3):
+        train = np.random.default_rng(seed).random(400) < 0.5
+        te, pred = ev.predict(train)
+        ref_te, ref = reference_predict(x, y, train, 5, 4)
+        np.testing.assert_array_equal(te, ref_te)
+        np.testing.assert_array_equal(pred, ref)
