@@ -192,23 +192,309 @@ def _print_score(result: dict[str, Any], out: Path, export: Path | None) -> None
         console.print(f"DCASE submission files written under {export}", highlight=False)
 
 
+OptionList = Annotated[
+    list[str] | None,
+    typer.Option("-o", "--option", help="Adapter option key=value (repeatable)."),
+]
+
+
+@app.command("eval")
+@_user_errors
+def eval_(
+    model: Annotated[str, typer.Argument(help="Encoder name (see `rmis list models`).")],
+    suite: Annotated[str, typer.Option("--suite", help="synth | rmis.")] = "rmis",
+    datasets: Annotated[
+        str | None, typer.Option("--datasets", help="Comma-separated subset of the suite.")
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", help="Your own dataset: CSV path,label,group[,split]."),
+    ] = None,
+    test_size: Annotated[
+        float, typer.Option("--test-size", help="Test fraction of groups (manifest).")
+    ] = 0.5,
+    data_root: Annotated[
+        Path | None,
+        typer.Option("--data-root", envvar="RMIS_DATA_ROOT", help="Folder of RMIS datasets."),
+    ] = None,
+    dcase_gt: Annotated[
+        Path | None,
+        typer.Option("--dcase-gt", help="Folder of eval_data_list_20XX.csv (DCASE eval labels)."),
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Weights: file, hub id or URL.")
+    ] = None,
+    option: OptionList = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 ...")] = "cpu",
+    precision: Annotated[str, typer.Option("--precision", help="fp32 | fp16 | bf16 (GPU).")] = (
+        "fp32"
+    ),
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows per batch.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="Decoding worker processes.")
+    ] = None,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Sealed-split runs.")] = 10,
+    results_dir: Annotated[
+        Path, typer.Option("--results-dir", help="Where result JSON files go.")
+    ] = Path("results"),
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", envvar="RMIS_CACHE_DIR", help="Embedding/data cache."),
+    ] = None,
+    skip_bad_files: Annotated[
+        bool, typer.Option("--skip-bad-files", help="List bad files in the result, go on.")
+    ] = False,
+) -> None:
+    """Evaluate an encoder: extract (or reuse cached) embeddings, score every dataset, write
+    one result JSON per dataset (`RESULTS/<model>/<dataset>.json`) and print the table.
+
+    `--suite synth` runs offline on the built-in synthetic suite (generated on first use);
+    `--suite rmis --data-root DIR` runs the RMIS datasets found in DIR; `--manifest DATA.csv`
+    evaluates your own recordings.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from rmis.encoders import load_encoder, parse_options
+    from rmis.evaluate import (
+        SUITES,
+        default_cache_dir,
+        evaluate_dataset,
+        manifest_dataset,
+        rmis_suite,
+        synth_suite,
+    )
+    from rmis.progress import FilesPerSecond
+
+    options = parse_options(option)
+    cache = cache_dir or default_cache_dir()
+    names = [d.strip() for d in datasets.split(",")] if datasets else None
+    missing: dict[str, str] = {}
+    if manifest is not None:
+        todo = [manifest_dataset(manifest, test_size)]
+        suite = "manifest"
+    elif suite == "synth":
+        todo = synth_suite(names, cache)
+    elif suite == "rmis":
+        todo, missing = rmis_suite(names, data_root, dcase_gt)
+        if not todo:
+            raise RMISError(
+                "no RMIS dataset found"
+                + (f" under {data_root}" if data_root else " (give --data-root DIR)")
+                + "; try `rmis eval MODEL --suite synth` for the built-in synthetic suite"
+            )
+    else:
+        raise RMISError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    encoder = load_encoder(model, checkpoint=checkpoint, device=device, **options)
+    results = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        FilesPerSecond(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        for ds in todo:
+            progress.console.print(f"[bold]{ds.name}[/]: {len(ds.table)} files", highlight=False)
+            results.append(
+                evaluate_dataset(
+                    ds,
+                    encoder,
+                    options=options,
+                    results_dir=results_dir,
+                    cache_dir=cache,
+                    runs=runs,
+                    batch_size=batch_size,
+                    num_workers=workers,
+                    precision=precision,
+                    skip_bad_files=skip_bad_files,
+                    progress=progress,
+                    device=device,
+                )
+            )
+    _print_eval(model, suite, results, missing, results_dir)
+
+
+def _print_eval(
+    model: str,
+    suite: str,
+    results: list[dict[str, Any]],
+    missing: dict[str, str],
+    results_dir: Path,
+) -> None:
+    from rmis.evaluate import suite_overall
+
+    table = Table(title=f"{model} on {suite}")
+    for col in ("dataset", "task", "protocol", "score", "± std", "files", "embedded", "s"):
+        table.add_column(col, justify="right" if col not in ("dataset", "task") else "left")
+    for r in results:
+        prov = r["provenance"]
+        table.add_row(
+            r["dataset"],
+            r["task"].upper(),
+            r["protocol"],
+            f"{r['score']:.2f}",
+            f"{r['std']:.2f}" if r.get("runs") else "",
+            str(r["n_files"]),
+            f"{prov['files_embedded']} new",
+            f"{prov['seconds_total']:.1f}",
+        )
+    for name, why in missing.items():
+        table.add_row(name, "", "", "missing", "", "", why, "")
+    console.print(table)
+    for r in results:
+        if r["skipped_files"]:
+            console.print(
+                f"[yellow]{r['dataset']}: {len(r['skipped_files'])} files skipped[/] (listed in "
+                "the result file)",
+                highlight=False,
+            )
+    if suite in ("synth", "rmis"):
+        overall, complete = suite_overall(suite, {r["dataset"]: r["score"] for r in results})
+        parts = []
+        for label, value in (("AD", overall.ad), ("FD", overall.fd), ("RMIS", overall.rmis)):
+            parts.append(f"{label} {value:.2f}" if value is not None else f"{label} -")
+        note = "" if complete else f" (partial: {len(overall.missing)} datasets missing)"
+        console.print(f"[bold]{suite}[/]: " + ", ".join(parts) + note, highlight=False)
+    console.print(
+        f"results written under {results_dir / results[0]['model']['name']}", highlight=False
+    )
+
+
+@app.command()
+@_user_errors
+def embed(
+    model: Annotated[str, typer.Argument(help="Encoder name.")],
+    files: Annotated[list[Path], typer.Argument(help="Audio files to embed.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .npz (keys: paths as given).")],
+    window_seconds: Annotated[
+        float, typer.Option("--window-seconds", min=0.01, help="Window length in seconds.")
+    ] = 10.0,
+    checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Weights.")] = None,
+    option: OptionList = None,
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+) -> None:
+    """Embed arbitrary files with the benchmark's windowing (one vector per file)."""
+    from rmis.encoders import load_encoder, parse_options
+    from rmis.extract import FileItem, extract
+    from rmis.io import atomic_write_bytes
+
+    encoder = load_encoder(model, checkpoint=checkpoint, device=device, **parse_options(option))
+    items = [FileItem(str(f), str(f)) for f in files]
+    if len({i.id for i in items}) != len(items):
+        raise RMISError("a file is given more than once")
+    res = extract(
+        items, encoder, window_seconds=window_seconds, batch_size=batch_size, num_workers=0
+    )
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **res.embeddings)
+    atomic_write_bytes(out, buf.getvalue())
+    dim = next(iter(res.embeddings.values())).shape[0]
+    console.print(
+        f"{len(res.embeddings)} embeddings of dimension {dim} written to {out}", highlight=False
+    )
+
+
+@app.command("check-model")
+@_user_errors
+def check_model(
+    model: Annotated[str, typer.Argument(help="Encoder name.")],
+    checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Weights.")] = None,
+    option: OptionList = None,
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+    seconds: Annotated[float, typer.Option("--seconds", help="Window length to test.")] = 1.0,
+) -> None:
+    """Check an adapter on short random inputs at several rates: shape, dtype, determinism,
+    batch-size independence and NaN-freedom. Exits 1 if a check fails."""
+    from rmis.checks import check_encoder
+    from rmis.encoders import load_encoder, parse_options
+
+    encoder = load_encoder(model, checkpoint=checkpoint, device=device, **parse_options(option))
+    rows = check_encoder(encoder, seconds=seconds)
+    table = Table(title=f"check-model {model}")
+    for col in ("rate (Hz)", "check", "result", "detail"):
+        table.add_column(col)
+    for r in rows:
+        mark = "[green]ok[/]" if r.ok else "[red]FAIL[/]"
+        table.add_row(str(r.rate), r.check, mark, r.detail)
+    console.print(table)
+    if not all(r.ok for r in rows):
+        raise typer.Exit(1)
+
+
+@list_app.command("models")
+def list_models() -> None:
+    """Registered encoders and their metadata."""
+    from rmis.encoders import list_encoders
+
+    table = Table(title="rmis encoders")
+    for col in ("name", "family", "variant", "params (M)", "input rate", "embedding", "weights"):
+        table.add_column(col, min_width=12 if col == "name" else None)
+    for i in list_encoders():
+        rate = "native" if i.sample_rate is None else f"{i.sample_rate} Hz"
+        params = "" if i.params_millions is None else f"{i.params_millions:g}"
+        table.add_row(
+            i.name,
+            i.family,
+            i.variant,
+            params,
+            rate,
+            i.embedding,
+            i.checkpoints[0] if i.checkpoints else "none needed",
+        )
+    console.print(table)
+
+
 @list_app.command("datasets")
-def list_datasets() -> None:
-    """The 19 RMIS datasets and their protocol settings."""
+def list_datasets(
+    data_root: Annotated[
+        Path | None,
+        typer.Option("--data-root", envvar="RMIS_DATA_ROOT", help="Folder of RMIS datasets."),
+    ] = None,
+) -> None:
+    """The 19 RMIS datasets, their protocol settings and whether they are under the data root."""
     from rmis.data.specs import DATASETS
 
-    table = Table(title="RMIS datasets")
-    for col in ("dataset", "task", "modality", "rate (Hz)", "window (s)", "split", "classes"):
-        table.add_column(col)
+    table = Table(title="RMIS datasets" + (f" under {data_root}" if data_root else ""))
+    for col in (
+        "dataset",
+        "task",
+        "modality",
+        "rate (Hz)",
+        "window (s)",
+        "split",
+        "classes",
+        "found",
+    ):
+        table.add_column(col, min_width=14 if col == "dataset" else None)
     for spec in DATASETS.values():
         split = (
-            f"sealed, test {spec.test_size}"
+            f"sealed {spec.test_size}"
             if spec.sealed
             else "official"
             if spec.task == "fd"
-            else f"DCASE {spec.year} rules"
+            else f"DCASE {spec.year}"
         )
-        n_classes = str(len(spec.classes)) if spec.classes else "normal/anomaly"
+        n_classes = str(len(spec.classes)) if spec.classes else "2"
+        found = (
+            ""
+            if data_root is None
+            else ("[green]yes[/]" if (data_root / spec.name).is_dir() else "[red]no[/]")
+        )
         table.add_row(
             spec.name,
             spec.task.upper(),
@@ -217,6 +503,7 @@ def list_datasets() -> None:
             f"{spec.window_seconds:g}",
             split,
             n_classes,
+            found,
         )
     console.print(table)
 

@@ -8,20 +8,24 @@ triangle of blocks (each block serves its rows and its columns; memory bounded b
 ``block_bytes``), and keeps each item's ``M`` most similar items. A query for one partition then
 walks those lists for the first train items, which costs O(n_test * M).
 
-The answer is exact, not approximate. Float32 similarities of unit vectors are within
-``e = (D + 2) * 2**-24`` of the exact value (a rigorous bound), so with ``tol = 2e``:
+The neighbour SET is exact, not approximate. Float32 similarities of unit vectors are within
+``e = (D + 4) * 2**-24`` of the exact value (a rigorous bound), so with ``tol = 2e``:
 
 * the train items whose listed float32 similarity is within ``tol`` of the k-th best contain the
-  exact top ``k``; when that candidate set is certainly inside the list (the k-th similarity
-  exceeds the list's last one by more than ``tol``), the candidates are re-ranked in float64;
+  exact top ``k``. When that candidate set lies certainly inside the list (the k-th similarity
+  exceeds the list's last one by more than ``tol``) and holds exactly ``k`` items, it IS the
+  top ``k``; when it holds more (a near-tie at the k-th place), its items are re-ranked in
+  float64;
 * every other row (too few train items in its list) searches all train items in float32, and
-  its candidates (within ``tol`` of its k-th best) are re-ranked in float64 the same way;
-* float64 similarities are computed element by element, so identical vectors get identical
-  similarities wherever they sit.
+  its candidates are re-ranked in float64 the same way;
+* float64 similarities are computed element by element (:meth:`CosineKNN.exact_similarities`),
+  so identical vectors get identical similarities wherever they sit; equal similarities are
+  broken by the lowest item index (callers index items in file-id order, so exact ties, e.g.
+  duplicated recordings, are broken by file id).
 
-Neighbour order and ties: neighbours are sorted by float64 similarity, descending, and equal
-similarities by the lowest item index (callers index items in file-id order, so exact ties, e.g.
-duplicated recordings, are broken by file id).
+The similarities returned are float64 where a row was re-ranked and float32-accurate (within
+``tol / 2``) otherwise; callers that need more (a close k-NN vote) recompute them with
+:meth:`CosineKNN.exact_similarities`.
 """
 
 from __future__ import annotations
@@ -172,8 +176,9 @@ class CosineKNN:
             k: number of neighbours.
 
         Returns:
-            ``(idx, sim)``: ``[n, k]`` int64 item indices and float64 cosine similarities, each
-            row sorted by similarity descending, ties by index ascending.
+            ``(idx, sim)``: ``[n, k]`` int64 item indices (the exact top ``k``, ties to the
+            lowest index) and their cosine similarities (float64 dtype; accurate to ``tol / 2``
+            or better, see the module docstring), each row in descending similarity order.
         """
         train_mask_t = torch.as_tensor(np.asarray(train_mask, dtype=bool))
         n_train = int(train_mask_t.sum())

@@ -1,0 +1,244 @@
+"""``rmis eval``: datasets -> cached embeddings -> protocol scores -> one result file each.
+
+A dataset to evaluate is a :class:`EvalDataset`: its spec (protocol, rate, window, classes) and
+its metadata table (``file`` id, ``path`` on disk, and the protocol's columns). Suites:
+
+* ``synth``: the built-in synthetic suite, generated on demand into the cache folder;
+* ``rmis``: the RMIS datasets found under the data root, one folder per dataset
+  (``<root>/dcase20`` ... ``<root>/dcase25``; fault-diagnosis release loaders come later);
+* a user manifest (``--manifest DATA.csv``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rmis.data.specs import AD_DATASETS, DATASETS, FD_DATASETS, DatasetSpec, closest
+from rmis.errors import RMISError
+from rmis.extract import EmbeddingCache, FileItem, cache_key, encoder_fingerprint, extract
+from rmis.io import atomic_write_json
+from rmis.provenance import RESULT_SCHEMA_VERSION, base_provenance
+from rmis.scoring import score_table
+
+log = logging.getLogger(__name__)
+
+SUITES = ("synth", "rmis")
+
+
+def default_cache_dir() -> Path:
+    """``$RMIS_CACHE_DIR``, else ``$XDG_CACHE_HOME/rmis``, else ``~/.cache/rmis``."""
+    if os.environ.get("RMIS_CACHE_DIR"):
+        return Path(os.environ["RMIS_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rmis"
+
+
+@dataclass(frozen=True)
+class EvalDataset:
+    """One dataset ready for evaluation."""
+
+    spec: DatasetSpec
+    table: pd.DataFrame  # file, path + protocol columns
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def synth_suite(names: list[str] | None, cache_dir: Path) -> list[EvalDataset]:
+    """The synthetic suite (generated into ``cache_dir/synth`` on first use)."""
+    from rmis.data import synth
+    from rmis.data.dcase import dcase_table
+    from rmis.data.manifest import manifest_table
+
+    chosen = _choose(names, list(synth.SYNTH_DATASETS), "synth")
+    out = []
+    for name in chosen:
+        spec = synth.SYNTH_DATASETS[name]
+        root = synth.ensure(name, cache_dir / "synth")
+        if spec.task == "ad":
+            table = dcase_table(root, spec.year, machines=spec.machines)
+        else:
+            table = manifest_table(root / "manifest.csv")
+        out.append(EvalDataset(spec, table))
+    return out
+
+
+def rmis_suite(
+    names: list[str] | None, data_root: Path | None, dcase_gt: Path | None
+) -> tuple[list[EvalDataset], dict[str, str]]:
+    """RMIS datasets present under ``data_root``; returns (datasets, {missing name: reason})."""
+    from rmis.data.dcase import dcase_table
+
+    chosen = _choose(names, list(DATASETS), "rmis")
+    found, missing = [], {}
+    for name in chosen:
+        spec = DATASETS[name]
+        folder = data_root / name if data_root is not None else None
+        if folder is None or not folder.is_dir():
+            missing[name] = "not found" + (f" at {folder}" if folder else " (no --data-root)")
+            continue
+        if spec.task != "ad":
+            missing[name] = "loader for the official release not available yet"
+            continue
+        found.append(EvalDataset(spec, dcase_table(folder, spec.year, gt=dcase_gt)))
+    return found, missing
+
+
+def manifest_dataset(manifest: Path, test_size: float) -> EvalDataset:
+    """A user dataset from a manifest (sealed splits, or its own ``split`` column)."""
+    from rmis.data.manifest import manifest_table
+
+    table = manifest_table(manifest)
+    rates = {_rate(p) for p in table["path"][:50]}
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(manifest).stem) or "manifest"
+    spec = DatasetSpec(
+        name=name,
+        task="fd",
+        modality="user",
+        sample_rate=rates.pop() if len(rates) == 1 else 0,
+        window_seconds=10.0,
+        protocol="fd-official-split" if "split" in table.columns else "fd",
+        classes=tuple(sorted(set(table["label"]))),
+        test_size=None if "split" in table.columns else test_size,
+        title=f"manifest {manifest}",
+    )
+    return EvalDataset(spec, table)
+
+
+def _rate(path: str) -> int:
+    import soundfile as sf
+
+    try:
+        return int(sf.info(path).samplerate)
+    except (sf.LibsndfileError, RuntimeError):
+        return 0
+
+
+def _choose(names: list[str] | None, available: list[str], suite: str) -> list[str]:
+    if not names:
+        return available
+    for n in names:
+        if n not in available:
+            raise RMISError(f"dataset {n!r} is not in the {suite} suite: {closest(n, available)}")
+    return list(names)
+
+
+def evaluate_dataset(
+    ds: EvalDataset,
+    encoder: Any,
+    *,
+    options: dict[str, Any],
+    results_dir: Path,
+    cache_dir: Path,
+    runs: int = 10,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    precision: str = "fp32",
+    skip_bad_files: bool = False,
+    progress: Any = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Embed (or reuse) one dataset, score it and write ``results_dir/<model>/<dataset>.json``."""
+    started = time.perf_counter()
+    items = [FileItem(f, p) for f, p in zip(ds.table["file"], ds.table["path"], strict=True)]
+    enc_fp = encoder_fingerprint(encoder, options)
+    key, parts = cache_key(enc_fp, items, ds.spec.window_seconds, precision)
+    model = enc_fp["model"]
+    cache = EmbeddingCache(cache_dir / "embeddings" / model / f"{ds.name}-{key}", parts)
+    expected = ds.spec.sample_rate or None
+    ext = extract(
+        items,
+        encoder,
+        window_seconds=ds.spec.window_seconds,
+        expected_rate=expected,
+        cache=cache,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        precision=precision,
+        skip_bad_files=skip_bad_files,
+        progress=progress,
+    )
+    meta = ds.table.drop(columns="path")
+    if ext.skipped:
+        meta = meta[~meta["file"].isin(ext.skipped)]
+    scored_at = time.perf_counter()
+    body = score_table(
+        meta,
+        ext.embeddings,
+        protocol=ds.spec.protocol,
+        classes=list(ds.spec.classes) or None,
+        test_size=ds.spec.test_size or 0.5,
+        runs=runs,
+        where=ds.name,
+        device=device,
+    )
+    info = encoder.info
+    result = {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "kind": "eval",
+        "dataset": ds.name,
+        "task": ds.spec.task,
+        "model": {
+            "name": info.name,
+            "family": info.family,
+            "variant": info.variant,
+            "params_millions": info.params_millions,
+            "revision": encoder.revision,
+            "weights_sha256": encoder.weights_sha256,
+            "options": enc_fp["options"],
+        },
+        **body,
+        "skipped_files": ext.skipped,
+        "provenance": base_provenance()
+        | {
+            "command": "rmis eval",
+            "dataset_manifest_sha256": parts["manifest_sha256"],
+            "embedding_cache_key": key,
+            "window_seconds": ds.spec.window_seconds,
+            "precision": precision,
+            "files_embedded": ext.computed,
+            "files_reused_from_cache": ext.reused,
+            "windows_embedded": ext.windows,
+            "seconds_extract": round(ext.seconds, 3),
+            "seconds_score": round(time.perf_counter() - scored_at, 3),
+            "seconds_total": round(time.perf_counter() - started, 3),
+        },
+    }
+    atomic_write_json(results_dir / model / f"{ds.name}.json", result)
+    return result
+
+
+def suite_overall(suite: str, scores: dict[str, float]) -> tuple[Any, bool]:
+    """Overall figures for a suite's scores; (Overall, complete?)."""
+    from rmis.protocol.overall import overall_score
+
+    if suite == "synth":
+        from rmis.data.synth import SYNTH_DATASETS
+
+        ad = tuple(n for n, s in SYNTH_DATASETS.items() if s.task == "ad")
+        fd = tuple(n for n, s in SYNTH_DATASETS.items() if s.task == "fd")
+    else:
+        ad, fd = AD_DATASETS, FD_DATASETS
+    o = overall_score(scores, ad, fd)
+    return o, not o.missing
+
+
+__all__ = [
+    "EvalDataset",
+    "SUITES",
+    "default_cache_dir",
+    "evaluate_dataset",
+    "manifest_dataset",
+    "rmis_suite",
+    "suite_overall",
+    "synth_suite",
+]

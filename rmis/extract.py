@@ -1,0 +1,358 @@
+"""Extraction engine: files -> windows -> encoder -> one embedding per file, cached on disk.
+
+* Files stream through a DataLoader (decoding and resampling in worker processes); memory holds
+  a few files' windows and one batch, never a dataset.
+* Windows of consecutive files are packed into batches of ``batch_size`` and run under
+  ``torch.inference_mode`` (optionally fp16/bf16 autocast on GPU); a file's embedding is the
+  mean of its window embeddings (accumulated in float64).
+* Embeddings are cached under a key that fingerprints everything that could change them
+  (:func:`cache_key`); finished files are written every few seconds as atomic part files, so an
+  interrupted or failing run loses nothing and a rerun computes only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from rmis.audio import PREPROCESSING_VERSION, load_windows
+from rmis.encoders import Encoder
+from rmis.errors import RMISError
+from rmis.io import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class FileItem:
+    """One file to embed: its id (result key) and its path on disk."""
+
+    id: str
+    path: str
+
+
+def manifest_hash(items: Sequence[FileItem]) -> str:
+    """SHA-256 over the sorted (file id, size in bytes) of a dataset: identifies its content
+    as released (recorded in results; stable across machines)."""
+    h = hashlib.sha256()
+    for item in sorted(items, key=lambda i: i.id):
+        h.update(f"{item.id}\t{os.path.getsize(item.path)}\n".encode())
+    return h.hexdigest()
+
+
+def _stat_hash(items: Sequence[FileItem]) -> str:
+    """Hash of modification times: a rewritten file invalidates cached embeddings."""
+    h = hashlib.sha256()
+    for item in sorted(items, key=lambda i: i.id):
+        h.update(f"{item.id}\t{os.stat(item.path).st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def encoder_fingerprint(encoder: Encoder, options: dict[str, Any]) -> dict[str, Any]:
+    """What identifies an encoder's outputs: name, adapter version, weights, options."""
+    info = getattr(encoder, "info", None)
+    return {
+        "model": info.name if info else type(encoder).__name__,
+        "adapter": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
+        "adapter_version": getattr(encoder, "version", "1"),
+        "weights_sha256": encoder.weights_sha256,
+        "revision": encoder.revision,
+        "options": {k: options[k] for k in sorted(options)},
+    }
+
+
+def cache_key(
+    encoder_fp: dict[str, Any],
+    items: Sequence[FileItem],
+    window_seconds: float,
+    precision: str,
+) -> tuple[str, dict[str, Any]]:
+    """(key, its components): encoder fingerprint, preprocessing version, window, precision and
+    the dataset's manifest and modification-time hashes."""
+    parts = {
+        "encoder": encoder_fp,
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "window_seconds": window_seconds,
+        "precision": precision,
+        "manifest_sha256": manifest_hash(items),
+        "stat_sha256": _stat_hash(items),
+    }
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32], parts
+
+
+class EmbeddingCache:
+    """On-disk embeddings of one (encoder, dataset) under one key.
+
+    Layout: ``<dir>/key.json`` (the key's components), ``<dir>/part-*.npz`` (files finished
+    so far, each written atomically) and, once complete, ``<dir>/embeddings.npz``.
+    """
+
+    def __init__(self, directory: Path, parts: dict[str, Any]) -> None:
+        self.dir = Path(directory)
+        self.parts = parts
+
+    def load(self) -> dict[str, np.ndarray]:
+        """All embeddings stored so far (complete file first, then parts)."""
+        out: dict[str, np.ndarray] = {}
+        for f in [self.dir / "embeddings.npz", *sorted(self.dir.glob("part-*.npz"))]:
+            if f.is_file():
+                try:
+                    with np.load(f, allow_pickle=False) as npz:
+                        out.update({_unkey(k): npz[k] for k in npz.files})
+                except (OSError, ValueError) as exc:  # never trust a damaged part
+                    log.warning("ignoring unreadable cache file %s: %s", f, exc)
+        return out
+
+    def add(self, embeddings: dict[str, np.ndarray]) -> None:
+        """Store finished embeddings as a new part (atomically)."""
+        if not embeddings:
+            return
+        if not (self.dir / "key.json").exists():
+            atomic_write_json(self.dir / "key.json", self.parts)
+        n = len(list(self.dir.glob("part-*.npz")))
+        atomic_write_bytes(self.dir / f"part-{n:05d}-{os.getpid()}.npz", _npz_bytes(embeddings))
+
+    def finalize(self, embeddings: dict[str, np.ndarray]) -> None:
+        """Write the complete set as one file and drop the parts."""
+        if not (self.dir / "key.json").exists():
+            atomic_write_json(self.dir / "key.json", self.parts)
+        atomic_write_bytes(self.dir / "embeddings.npz", _npz_bytes(embeddings))
+        for part in self.dir.glob("part-*.npz"):
+            part.unlink(missing_ok=True)
+
+
+def _key(file_id: str) -> str:
+    # npz keys are zip member names: keep ids readable but unambiguous
+    return file_id.replace("%", "%25").replace("/", "%2F")
+
+
+def _unkey(key: str) -> str:
+    return key.replace("%2F", "/").replace("%25", "%")
+
+
+def _npz_bytes(embeddings: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **{_key(k): v for k, v in embeddings.items()})
+    return buf.getvalue()
+
+
+class _WindowDataset(Dataset):
+    def __init__(
+        self,
+        items: Sequence[FileItem],
+        window_seconds: float,
+        target_rate: int | None,
+        expected_rate: int | None,
+        skip_bad: bool,
+    ) -> None:
+        self.items = list(items)
+        self.window_seconds = window_seconds
+        self.target_rate = target_rate
+        self.expected_rate = expected_rate
+        self.skip_bad = skip_bad
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, int, str | None]:
+        try:
+            windows, rate = load_windows(
+                self.items[i].path, self.window_seconds, self.target_rate, self.expected_rate
+            )
+        except RMISError as exc:
+            if not self.skip_bad:
+                raise
+            return i, None, 0, str(exc)
+        return i, windows, rate, None
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+@dataclass
+class ExtractResult:
+    embeddings: dict[str, np.ndarray]
+    skipped: dict[str, str]
+    computed: int
+    reused: int
+    seconds: float
+    windows: int
+
+
+def extract(
+    items: Sequence[FileItem],
+    encoder: Encoder,
+    *,
+    window_seconds: float,
+    expected_rate: int | None = None,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    precision: str = "fp32",
+    skip_bad_files: bool = False,
+    progress: Any = None,
+    checkpoint_seconds: float = 10.0,
+) -> ExtractResult:
+    """Embed files (one vector per file), reusing and filling ``cache``.
+
+    Args:
+        items: files to embed.
+        encoder: a loaded encoder (its ``sample_rate``: None = native rate).
+        window_seconds: window length in seconds.
+        expected_rate: the dataset's native rate (files at another rate are errors).
+        cache: where to reuse and store embeddings (None: no caching).
+        batch_size: windows per forward pass.
+        num_workers: DataLoader worker processes (default: one per spare core, at most 4).
+        precision: ``fp32``, or ``fp16``/``bf16`` autocast (GPU only).
+        skip_bad_files: list unreadable or invalid files instead of failing.
+        progress: a ``rich.progress.Progress`` to report files to (optional).
+        checkpoint_seconds: how often finished embeddings are written to the cache.
+    """
+    if precision not in PRECISIONS:
+        raise RMISError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
+    if PRECISIONS[precision] is not None and device.type != "cuda":
+        raise RMISError(f"--precision {precision} needs a GPU device; use fp32 on {device}")
+    started = time.perf_counter()
+    done = cache.load() if cache is not None else {}
+    done = {k: v for k, v in done.items() if k in {i.id for i in items}}
+    todo = [i for i in items if i.id not in done]
+    reused = len(done)
+    task = progress.add_task("embedding", total=len(items), completed=reused) if progress else None
+    fresh: dict[str, np.ndarray] = {}
+    skipped: dict[str, str] = {}
+    n_windows = 0
+    if todo:
+        workers = num_workers if num_workers is not None else min(4, max(0, os.cpu_count() - 1))
+        loader = DataLoader(
+            _WindowDataset(
+                todo, window_seconds, encoder.sample_rate, expected_rate, skip_bad_files
+            ),
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_identity,
+            prefetch_factor=2 if workers else None,
+            persistent_workers=False,
+        )
+        autocast = (
+            torch.autocast(device.type, dtype=PRECISIONS[precision])
+            if PRECISIONS[precision] is not None
+            else nullcontext()
+        )
+        batcher = _Batcher(encoder, device, batch_size, autocast)
+        last_save = time.perf_counter()
+        try:
+            for i, windows, rate, error in loader:
+                item = todo[i]
+                if error is not None:
+                    skipped[item.id] = error
+                    if task is not None:
+                        progress.advance(task)
+                    continue
+                n_windows += len(windows)
+                for fid, vec in batcher.add(item.id, windows, rate):
+                    fresh[fid] = vec
+                    if task is not None:
+                        progress.advance(task)
+                if cache is not None and time.perf_counter() - last_save > checkpoint_seconds:
+                    cache.add({k: fresh[k] for k in fresh if k not in done})
+                    done.update(fresh)
+                    last_save = time.perf_counter()
+            for fid, vec in batcher.flush():
+                fresh[fid] = vec
+                if task is not None:
+                    progress.advance(task)
+        finally:  # whatever happens, keep what was computed
+            if cache is not None:
+                cache.add({k: v for k, v in fresh.items() if k not in done})
+    done.update(fresh)
+    if cache is not None and not skipped:
+        cache.finalize(done)
+    return ExtractResult(
+        embeddings={i.id: done[i.id] for i in items if i.id in done},
+        skipped=skipped,
+        computed=len(fresh),
+        reused=reused,
+        seconds=time.perf_counter() - started,
+        windows=n_windows,
+    )
+
+
+class _Batcher:
+    """Packs windows of consecutive files into batches; yields finished files' mean vectors."""
+
+    def __init__(self, encoder: Encoder, device: torch.device, batch_size: int, autocast) -> None:
+        self.encoder = encoder
+        self.device = device
+        self.batch_size = max(1, batch_size)
+        self.autocast = autocast
+        self.buffer: list[np.ndarray] = []
+        self.owners: list[str] = []
+        self.rate: int | None = None
+        self.pending: dict[str, list[Any]] = {}  # id -> [sum, windows done, windows total]
+
+    def add(self, fid: str, windows: np.ndarray, rate: int) -> list[tuple[str, np.ndarray]]:
+        out = []
+        if self.rate is not None and rate != self.rate:
+            out += self.flush()
+        self.rate = rate
+        self.pending[fid] = [None, 0, len(windows)]
+        self.buffer.extend(windows)
+        self.owners.extend([fid] * len(windows))
+        while len(self.buffer) >= self.batch_size:
+            out += self._run(self.batch_size)
+        return out
+
+    def flush(self) -> list[tuple[str, np.ndarray]]:
+        out = []
+        while self.buffer:
+            out += self._run(min(self.batch_size, len(self.buffer)))
+        return out
+
+    def _run(self, n: int) -> list[tuple[str, np.ndarray]]:
+        batch = torch.from_numpy(np.stack(self.buffer[:n])).to(self.device)
+        owners = self.owners[:n]
+        del self.buffer[:n], self.owners[:n]
+        with torch.inference_mode(), self.autocast:
+            vecs = self.encoder.embed(batch, self.rate)
+        vecs = vecs.detach().to("cpu", torch.float64).numpy()
+        if vecs.ndim != 2 or vecs.shape[0] != n:
+            raise RMISError(
+                f"encoder returned shape {tuple(vecs.shape)} for a batch of {n} windows; "
+                "expected [batch, dim]"
+            )
+        finished = []
+        start = 0
+        while start < n:
+            fid = owners[start]
+            stop = start
+            while stop < n and owners[stop] == fid:
+                stop += 1
+            entry = self.pending[fid]
+            part = vecs[start:stop].sum(axis=0)
+            entry[0] = part if entry[0] is None else entry[0] + part
+            entry[1] += stop - start
+            if entry[1] == entry[2]:
+                finished.append((fid, (entry[0] / entry[2]).astype(np.float32)))
+                del self.pending[fid]
+            start = stop
+        return finished
