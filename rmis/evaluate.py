@@ -84,6 +84,12 @@ def rmis_suite(
         spec = DATASETS[name]
         folder = data_root / name if data_root is not None else None
         if folder is None or not folder.is_dir():
+            if names:  # asked for by name: an error, not a gap in the table
+                raise RMISError(
+                    f"dataset {name!r} not found"
+                    + (f": no folder {str(folder)!r}" if folder else ": give --data-root DIR")
+                    + "; `rmis list datasets --data-root DIR` shows what is found"
+                )
             missing[name] = "not found" + (f" at {folder}" if folder else " (no --data-root)")
             continue
         if spec.task != "ad":

@@ -332,8 +332,16 @@ class _Batcher:
         batch = torch.from_numpy(np.stack(self.buffer[:n])).to(self.device)
         owners = self.owners[:n]
         del self.buffer[:n], self.owners[:n]
-        with torch.inference_mode(), self.autocast:
-            vecs = self.encoder.embed(batch, self.rate)
+        try:
+            with torch.inference_mode(), self.autocast:
+                vecs = self.encoder.embed(batch, self.rate)
+        except RMISError as exc:
+            files = sorted(set(owners))
+            raise RMISError(
+                f"{exc} (while embedding windows of {files[:3]}"
+                + (f" and {len(files) - 3} more files" if len(files) > 3 else "")
+                + ")"
+            ) from None
         vecs = vecs.detach().to("cpu", torch.float64).numpy()
         if vecs.ndim != 2 or vecs.shape[0] != n:
             raise RMISError(

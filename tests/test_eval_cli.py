@@ -105,3 +105,81 @@ def test_eval_without_data_explains(tmp_path: Path) -> None:
 def test_eval_argument_errors(tmp_path: Path, args: list[str], message: str) -> None:
     r = invoke("eval", "logspec", *args, "--cache-dir", str(tmp_path))
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_rmis_suite_dcase23_miniature_with_real_ground_truth(shared: Path, tmp_path: Path) -> None:
+    """dcase23 in its official layout (dev + eval), eval labels from the real 2023 list."""
+    from rmis.data.dcase import parse_eval_gt
+
+    gt = parse_eval_gt(shared / "data" / "dcase_eval_gt" / "eval_data_list_2023.csv", 2023)
+    root = tmp_path / "data" / "dcase23"
+    rng = np.random.default_rng(0)
+    sr = 16_000
+
+    def clip(path: Path, anomaly: bool) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t = np.arange(sr) / sr
+        x = 0.1 * rng.normal(size=sr) + (0.3 * np.sin(2 * np.pi * 3000 * t) if anomaly else 0)
+        sf.write(path, x, sr, subtype="PCM_16")
+
+    for subset, machines in (("dev", ["fan", "valve"]), ("eval", ["bandsaw", "shaker"])):
+        for m in machines:
+            base = root / f"{subset}_data" / m
+            for dom in ("source", "target"):
+                for i in range(4):
+                    clip(base / "train" / f"section_00_{dom}_train_normal_{i:04d}_a.wav", False)
+            if subset == "dev":
+                for dom in ("source", "target"):
+                    for lab in ("normal", "anomaly"):
+                        for i in range(2):
+                            name = f"section_00_{dom}_test_{lab}_{i:04d}_a.wav"
+                            clip(base / "test" / name, lab == "anomaly")
+            else:  # anonymised names, two of each (domain, label) from the real list
+                want = {(d, lab): 2 for d in ("source", "target") for lab in ("normal", "anomaly")}
+                for anon, labelled in gt[m].items():
+                    parts = labelled.split("_")
+                    key = (parts[2], parts[4])
+                    if want.get(key):
+                        want[key] -= 1
+                        clip(base / "test" / anon, key[1] == "anomaly")
+    (tmp_path / "data" / "dcase_eval_gt").mkdir()
+    (tmp_path / "data" / "dcase_eval_gt" / "eval_data_list_2023.csv").write_bytes(
+        (shared / "data" / "dcase_eval_gt" / "eval_data_list_2023.csv").read_bytes()
+    )
+    r = invoke(
+        "eval",
+        "logspec",
+        "--suite",
+        "rmis",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--datasets",
+        "dcase23",
+        "--results-dir",
+        str(tmp_path / "res"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--workers",
+        "0",
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "res" / "logspec" / "dcase23.json").read_text())
+    assert res["protocol"] == "dcase2023" and set(res["subsets"]) == {"dev", "eval"}
+    assert [s["machine"] for s in res["sections"]] == ["fan", "valve", "bandsaw", "shaker"]
+    assert all(s["n_test"] == 8 for s in res["sections"])
+    # the 3 kHz tone makes every anomaly stand out: perfect detection
+    assert res["score"] == 100.0
+    # a dataset asked for by name but absent is an error naming it
+    r = invoke(
+        "eval",
+        "logspec",
+        "--suite",
+        "rmis",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--datasets",
+        "dcase21",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert r.exit_code == 2 and "dataset 'dcase21' not found" in r.output
