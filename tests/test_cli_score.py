@@ -22,6 +22,14 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
+def write_inputs(tmp: Path, rows: list[dict], emb: dict) -> tuple[Path, Path]:
+    """Write META.csv and EMB.npz."""
+    meta, npz = tmp / "meta.csv", tmp / "emb.npz"
+    pd.DataFrame(rows).to_csv(meta, index=False)
+    np.savez(npz, **emb)
+    return meta, npz
+
+
 def fd_files(tmp: Path, classes=("healthy", "IR", "OR"), groups_per_class=6, per_group=4):
     rng = np.random.default_rng(0)
     rows, emb = [], {}
@@ -33,11 +41,7 @@ def fd_files(tmp: Path, classes=("healthy", "IR", "OR"), groups_per_class=6, per
                 f = f"{c}_K{g:02d}_N15_M07_F10_{i}.wav"
                 rows.append({"file": f, "label": c, "group": f"{c}_K{g:02d}"})
                 emb[f] = centre + off + rng.normal(size=8)
-    meta = tmp / "meta.csv"
-    pd.DataFrame(rows).to_csv(meta, index=False)
-    npz = tmp / "emb.npz"
-    np.savez(npz, **emb)
-    return meta, npz, rows, emb
+    return (*write_inputs(tmp, rows, emb), rows, emb)
 
 
 def test_fd_dataset_result(tmp_path: Path) -> None:
@@ -176,11 +180,7 @@ def ad_files(tmp: Path, year=2022):
                         )
                         shift = 1.5 if lab == "anomaly" else 0.0
                         emb[f] = centre + shift + 0.5 * rng.normal(size=6)
-    meta = tmp / "meta.csv"
-    pd.DataFrame(rows).to_csv(meta, index=False)
-    npz = tmp / "emb.npz"
-    np.savez(npz, **emb)
-    return meta, npz, rows, emb
+    return (*write_inputs(tmp, rows, emb), rows, emb)
 
 
 def test_ad_result_and_export(tmp_path: Path) -> None:

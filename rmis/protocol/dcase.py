@@ -148,8 +148,8 @@ class DcaseResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_str_array(name: str, values: Sequence[str], n: int) -> np.ndarray:
-    arr = np.asarray(values, dtype=object)
+def _as_1d(name: str, values: Sequence, n: int, dtype: object = None) -> np.ndarray:
+    arr = np.asarray(values, dtype=dtype)
     if arr.ndim != 1:
         raise RMISError(f"score_dcase: `{name}` must be a 1-D sequence, got shape {arr.shape}")
     if arr.shape[0] != n:
@@ -157,7 +157,11 @@ def _as_str_array(name: str, values: Sequence[str], n: int) -> np.ndarray:
             f"score_dcase: `{name}` has {arr.shape[0]} entries but embeddings has {n} rows; "
             "give one entry per embedding row"
         )
-    return arr.astype(str)
+    return arr
+
+
+def _as_str_array(name: str, values: Sequence[str], n: int) -> np.ndarray:
+    return _as_1d(name, values, n, dtype=object).astype(str)
 
 
 def _check_values(name: str, arr: np.ndarray, allowed: tuple[str, ...]) -> None:
@@ -171,14 +175,7 @@ def _check_values(name: str, arr: np.ndarray, allowed: tuple[str, ...]) -> None:
 
 
 def _as_int_array(name: str, values: Sequence[int], n: int) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise RMISError(f"score_dcase: `{name}` must be a 1-D sequence, got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise RMISError(
-            f"score_dcase: `{name}` has {arr.shape[0]} entries but embeddings has {n} rows; "
-            "give one entry per embedding row"
-        )
+    arr = _as_1d(name, values, n)
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64)
     try:
