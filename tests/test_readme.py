@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_adapter_example_runs_and_passes_check_model() -> None:
     text = README.read_text()
-    section = text[text.index("## Add your encoder"):]
+    section = text[text.index("## Add your encoder") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert len(code.splitlines()) <= 35
     exec(compile(code, "README:my_encoder.py", "exec"), {"__name__": "my_encoder"})

@@ -138,7 +138,7 @@ def _dcase(year: int) -> DatasetSpec:
     )
 
 
-def _fd(
+def fd_spec(
     name: str,
     modality: str,
     sr: int,
@@ -147,6 +147,7 @@ def _fd(
     title: str,
     test_size: float = 0.5,
 ) -> DatasetSpec:
+    """Spec of a sealed-split fault-diagnosis dataset."""
     return DatasetSpec(
         name=name,
         task="fd",
@@ -164,7 +165,7 @@ DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
         *(_dcase(y) for y in range(2020, 2026)),
-        _fd(
+        fd_spec(
             "iica",
             "sound",
             48_000,
@@ -189,7 +190,7 @@ DATASETS: dict[str, DatasetSpec] = {
             classes=("good", "broken", "heavyload"),
             title="IDMT-ISA-ELECTRIC-ENGINE",
         ),
-        _fd(
+        fd_spec(
             "wtpg",
             "vibration",
             48_000,
@@ -197,9 +198,9 @@ DATASETS: dict[str, DatasetSpec] = {
             ("broken", "healthy", "missing_tooth", "root_crack", "wear"),
             "WT-planetary-gearbox-dataset",
         ),
-        _fd("mafaulda_sound", "sound", 50_000, 5.0, _MAFAULDA, "MaFaulDa"),
-        _fd("mafaulda_vib", "vibration", 50_000, 5.0, _MAFAULDA, "MaFaulDa"),
-        _fd(
+        fd_spec("mafaulda_sound", "sound", 50_000, 5.0, _MAFAULDA, "MaFaulDa"),
+        fd_spec("mafaulda_vib", "vibration", 50_000, 5.0, _MAFAULDA, "MaFaulDa"),
+        fd_spec(
             "sdust_bearing",
             "vibration",
             25_600,
@@ -207,7 +208,7 @@ DATASETS: dict[str, DatasetSpec] = {
             ("IF0.2", "IF0.4", "IF0.6", "NC", "OF0.2", "OF0.4", "OF0.6", "RF0.2", "RF0.4", "RF0.6"),
             "SDUST bearing",
         ),
-        _fd(
+        fd_spec(
             "sdust_gear",
             "vibration",
             25_600,
@@ -223,12 +224,12 @@ DATASETS: dict[str, DatasetSpec] = {
             ),
             "SDUST gear",
         ),
-        _fd("umged_sound", "sound", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),
-        _fd("umged_vib", "vibration", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),
-        _fd("umged_vol", "voltage", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),
-        _fd("umged_cur", "current", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),
-        _fd("pu_vib", "vibration", 64_000, 4.0, _PU, "Paderborn University bearing data"),
-        _fd("pu_cur", "current", 64_000, 4.0, _PU, "Paderborn University bearing data"),
+        fd_spec("umged_sound", "sound", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),
+        fd_spec("umged_vib", "vibration", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),
+        fd_spec("umged_vol", "voltage", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),
+        fd_spec("umged_cur", "current", 51_200, 10.0, _UMGED, "UM-GearEccDataset", 0.2),
+        fd_spec("pu_vib", "vibration", 64_000, 4.0, _PU, "Paderborn University bearing data"),
+        fd_spec("pu_cur", "current", 64_000, 4.0, _PU, "Paderborn University bearing data"),
     ]
 }
 
