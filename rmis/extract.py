@@ -171,7 +171,7 @@ class _WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, int, str | None]:
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int, str | None]:
         try:
             windows, rate = load_windows(
                 self.items[i].path, self.window_seconds, self.target_rate, self.expected_rate
@@ -180,7 +180,8 @@ class _WindowDataset(Dataset):
             if not self.skip_bad:
                 raise
             return i, None, 0, str(exc)
-        return i, windows, rate, None
+        # a tensor travels from a worker through shared memory, an array through a pipe
+        return i, torch.from_numpy(windows), rate, None
 
 
 def _identity(batch: Any) -> Any:
@@ -305,18 +306,18 @@ class _Batcher:
         self.device = device
         self.batch_size = max(1, batch_size)
         self.autocast = autocast
-        self.buffer: list[np.ndarray] = []
+        self.buffer: list[torch.Tensor] = []
         self.owners: list[str] = []
         self.rate: int | None = None
         self.pending: dict[str, list[Any]] = {}  # id -> [sum, windows done, windows total]
 
-    def add(self, fid: str, windows: np.ndarray, rate: int) -> list[tuple[str, np.ndarray]]:
+    def add(self, fid: str, windows: torch.Tensor, rate: int) -> list[tuple[str, np.ndarray]]:
         out = []
         if self.rate is not None and rate != self.rate:
             out += self.flush()
         self.rate = rate
         self.pending[fid] = [None, 0, len(windows)]
-        self.buffer.extend(windows)
+        self.buffer.extend(windows.unbind(0))
         self.owners.extend([fid] * len(windows))
         while len(self.buffer) >= self.batch_size:
             out += self._run(self.batch_size)
@@ -329,7 +330,7 @@ class _Batcher:
         return out
 
     def _run(self, n: int) -> list[tuple[str, np.ndarray]]:
-        batch = torch.from_numpy(np.stack(self.buffer[:n])).to(self.device)
+        batch = torch.stack(self.buffer[:n]).to(self.device)
         owners = self.owners[:n]
         del self.buffer[:n], self.owners[:n]
         try:
