@@ -31,8 +31,13 @@ def io_floor(items, window_seconds, rate, workers) -> tuple[float, int]:
     from rmis.extract import _identity, _WindowDataset
 
     ds = _WindowDataset(items, window_seconds, None, rate, False)
-    loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_identity,
-                        prefetch_factor=2 if workers else None)
+    loader = DataLoader(
+        ds,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=2 if workers else None,
+    )
     t = time.perf_counter()
     n = sum(len(w) for _, w, _, _ in loader)
     return time.perf_counter() - t, n
@@ -44,20 +49,31 @@ def synth_throughput(workers: int, cache: Path) -> None:
     from rmis.extract import FileItem, extract
 
     enc = load_encoder("logspec")
-    print(f"{'dataset':14s}{'files':>7s}{'windows':>9s}{'I/O floor w/s':>15s}"
-          f"{'extract w/s':>13s}{'floor/extract':>15s}")
+    print(
+        f"{'dataset':14s}{'files':>7s}{'windows':>9s}{'I/O floor w/s':>15s}"
+        f"{'extract w/s':>13s}{'floor/extract':>15s}"
+    )
     tot_io = tot_ex = 0.0
     tot_w = 0
     for ds in synth_suite(None, cache):
         items = [FileItem(f, p) for f, p in zip(ds.table["file"], ds.table["path"], strict=True)]
         t_io, n = io_floor(items, ds.spec.window_seconds, ds.spec.sample_rate, workers)
-        res = extract(items, enc, window_seconds=ds.spec.window_seconds,
-                      expected_rate=ds.spec.sample_rate, num_workers=workers)
+        res = extract(
+            items,
+            enc,
+            window_seconds=ds.spec.window_seconds,
+            expected_rate=ds.spec.sample_rate,
+            num_workers=workers,
+        )
         tot_io, tot_ex, tot_w = tot_io + t_io, tot_ex + res.seconds, tot_w + n
-        print(f"{ds.name:14s}{len(items):7d}{n:9d}{n / t_io:15.1f}{n / res.seconds:13.1f}"
-              f"{t_io / res.seconds:15.2f}")
-    print(f"{'all':14s}{'':7s}{tot_w:9d}{tot_w / tot_io:15.1f}{tot_w / tot_ex:13.1f}"
-          f"{tot_io / tot_ex:15.2f}")
+        print(
+            f"{ds.name:14s}{len(items):7d}{n:9d}{n / t_io:15.1f}{n / res.seconds:13.1f}"
+            f"{t_io / res.seconds:15.2f}"
+        )
+    print(
+        f"{'all':14s}{'':7s}{tot_w:9d}{tot_w / tot_io:15.1f}{tot_w / tot_ex:13.1f}"
+        f"{tot_io / tot_ex:15.2f}"
+    )
 
 
 def make_big(folder: Path, gb: float, sr: int = 48_000, minutes: float = 10.0) -> list[Path]:
@@ -81,13 +97,17 @@ def memory_child(folder: str, workers: int) -> None:
     items = [FileItem(p.name, str(p)) for p in sorted(Path(folder).glob("*.wav"))]
     t = time.perf_counter()
     res = extract(items, load_encoder("logspec"), window_seconds=10.0, num_workers=workers)
-    print(json.dumps({
-        "files": len(items),
-        "windows": res.windows,
-        "seconds": time.perf_counter() - t,
-        "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "files": len(items),
+                "windows": res.windows,
+                "seconds": time.perf_counter() - t,
+                "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def main() -> int:
@@ -111,13 +131,19 @@ def main() -> int:
             size = sum(p.stat().st_size for p in paths) / 1e9
             out = subprocess.run(
                 [sys.executable, __file__, "--_child", tmp, "--workers", str(args.workers)],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             m = json.loads(out.strip().splitlines()[-1])
-            print(f"\nmemory: {m['files']} files, {size:.2f} GB, {m['windows']} windows in "
-                  f"{m['seconds']:.1f} s")
-            print(f"  peak RSS main process {m['main_peak_mb']:.0f} MB; largest worker "
-                  f"{m['worker_peak_mb']:.0f} MB")
+            print(
+                f"\nmemory: {m['files']} files, {size:.2f} GB, {m['windows']} windows in "
+                f"{m['seconds']:.1f} s"
+            )
+            print(
+                f"  peak RSS main process {m['main_peak_mb']:.0f} MB; largest worker "
+                f"{m['worker_peak_mb']:.0f} MB"
+            )
     return 0
 
 
