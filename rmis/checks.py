@@ -23,7 +23,7 @@ class Check:
 def check_encoder(encoder: Encoder, seconds: float = 1.0, batch: int = 3) -> list[Check]:
     """Run the checks at each relevant rate; returns one row per (rate, check)."""
     rates = NATIVE_RATES if encoder.sample_rate is None else (encoder.sample_rate,)
-    device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
+    device = encoder.device
     out: list[Check] = []
     gen = torch.Generator().manual_seed(0)
     for rate in rates:

@@ -50,6 +50,14 @@ class Encoder(torch.nn.Module):
     weights_sha256: str | None = None
     revision: str | None = None
 
+    @property
+    def device(self) -> torch.device:
+        """Where inputs go: the device given to :func:`load_encoder` (or of the parameters)."""
+        placed = self.__dict__.get("_placed_on")
+        if placed is not None:
+            return placed
+        return next((p.device for p in self.parameters()), torch.device("cpu"))
+
     def embed(self, windows: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Map windows ``[B, L]`` (float32, mono, at ``sample_rate`` Hz) to vectors ``[B, D]``."""
         raise NotImplementedError
@@ -162,7 +170,9 @@ def load_encoder(
         kwargs["checkpoint"] = checkpoint
     encoder = info.factory(**kwargs)
     encoder.info = info
-    return encoder.to(device).eval()
+    encoder = encoder.to(device).eval()
+    encoder.__dict__["_placed_on"] = torch.device(device)  # parameter-free encoders too
+    return encoder
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:

@@ -229,7 +229,7 @@ def extract(
     """
     if precision not in PRECISIONS:
         raise RMISError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
+    device = encoder.device
     if PRECISIONS[precision] is not None and device.type != "cuda":
         raise RMISError(f"--precision {precision} needs a GPU device; use fp32 on {device}")
     started = time.perf_counter()

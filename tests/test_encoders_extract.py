@@ -186,3 +186,10 @@ def test_bad_files_fail_or_are_skipped(tmp_path: Path, files: list[FileItem]) ->
 def test_precision_needs_gpu(files: list[FileItem]) -> None:
     with pytest.raises(RMISError, match="needs a GPU"):
         extract(files, load_encoder("logspec"), window_seconds=1.0, precision="bf16")
+
+
+def test_parameter_free_encoder_knows_its_device() -> None:
+    enc = load_encoder("logspec", device="meta")
+    assert enc.device == torch.device("meta")
+    with pytest.raises(RMISError, match="needs a GPU device; use fp32 on meta"):
+        extract([], enc, window_seconds=1.0, precision="fp16")
