@@ -244,6 +244,12 @@ def eval_(
     skip_bad_files: Annotated[
         bool, typer.Option("--skip-bad-files", help="List bad files in the result, go on.")
     ] = False,
+    compat: Annotated[
+        str,
+        typer.Option(
+            "--compat", help="none | rmis-official (reproduce the official harness's quirks)."
+        ),
+    ] = "none",
 ) -> None:
     """Evaluate an encoder: extract (or reuse cached) embeddings, score every dataset, write
     one result JSON per dataset (`RESULTS/<model>/<dataset>.json`) and print the table.
@@ -291,7 +297,18 @@ def eval_(
             )
     else:
         raise RMISError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
-    encoder = load_encoder(model, checkpoint=checkpoint, device=device, **options)
+    from rmis.evaluate import compat_settings
+
+    compat_settings(model, "", compat)  # validates the mode before any work
+    encoders: dict[str, Any] = {}
+
+    def encoder_for(opts: dict[str, Any]) -> Any:
+        key = repr(sorted(opts.items()))
+        if key not in encoders:
+            encoders[key] = load_encoder(model, checkpoint=checkpoint, device=device, **opts)
+        return encoders[key]
+
+    encoder_for(options)  # fail early on a bad model, checkpoint or option
     results = []
     columns = (
         TextColumn("{task.description}"),
@@ -305,11 +322,13 @@ def eval_(
     with Progress(*columns, console=err_console, transient=True) as progress:
         for ds in todo:
             progress.console.print(f"[bold]{ds.name}[/]: {len(ds.table)} files", highlight=False)
+            extra, input_rate = compat_settings(model, ds.name, compat)
+            ds_options = {**options, **extra}
             results.append(
                 evaluate_dataset(
                     ds,
-                    encoder,
-                    options=options,
+                    encoder_for(ds_options),
+                    options=ds_options,
                     results_dir=results_dir,
                     cache_dir=cache,
                     runs=runs,
@@ -319,6 +338,8 @@ def eval_(
                     skip_bad_files=skip_bad_files,
                     progress=progress,
                     device=device,
+                    input_rate=input_rate,
+                    compat=compat,
                 )
             )
     _print_eval(model, suite, results, missing, results_dir)

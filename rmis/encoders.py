@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "rmis.encoders"
 #: Built-in adapter modules, imported on first use of the registry.
-BUILTIN_MODULES = ("rmis.models.logspec",)
+BUILTIN_MODULES = ("rmis.models.logspec", "rmis.models.fisher")
 
 
 class Encoder(torch.nn.Module):

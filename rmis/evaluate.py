@@ -31,6 +31,29 @@ from rmis.scoring import score_table
 log = logging.getLogger(__name__)
 
 SUITES = ("synth", "rmis")
+COMPAT_MODES = ("none", "rmis-official")
+#: Datasets for which the official harness feeds FISHER the un-normalised log spectrogram.
+_UNNORMALISED = (*AD_DATASETS, "iica", "umged_sound", "umged_vib", "umged_vol", "umged_cur")
+
+
+def compat_settings(model: str, dataset: str, compat: str) -> tuple[dict[str, Any], int | None]:
+    """Adapter options and input-rate override reproducing the official harness's quirks
+    (PROTOCOL.md section 6), for ``--compat rmis-official``; nothing for ``none``.
+
+    (a) FISHER gets the log spectrogram without its normalisation on DCASE 2020-25, IICA and
+    the four UMGED sets; (b) FISHER-tiny and -mini get UMGED-sound resampled to 16 kHz (a
+    config-key typo in the official harness).
+    """
+    if compat not in COMPAT_MODES:
+        raise RMISError(f"unknown --compat {compat!r}; choose one of {', '.join(COMPAT_MODES)}")
+    options: dict[str, Any] = {}
+    rate = None
+    if compat == "rmis-official" and model.startswith("fisher-"):
+        if dataset in _UNNORMALISED:
+            options["normalize"] = False
+        if model in ("fisher-tiny", "fisher-mini") and dataset == "umged_sound":
+            rate = 16_000
+    return options, rate
 
 
 def default_cache_dir() -> Path:
@@ -152,12 +175,17 @@ def evaluate_dataset(
     skip_bad_files: bool = False,
     progress: Any = None,
     device: str = "cpu",
+    input_rate: int | None = None,
+    compat: str = "none",
 ) -> dict[str, Any]:
-    """Embed (or reuse) one dataset, score it and write ``results_dir/<model>/<dataset>.json``."""
+    """Embed (or reuse) one dataset, score it and write ``results_dir/<model>/<dataset>.json``.
+
+    ``input_rate`` overrides the encoder's input rate and ``compat`` is recorded (see
+    :func:`compat_settings`)."""
     started = time.perf_counter()
     items = [FileItem(f, p) for f, p in zip(ds.table["file"], ds.table["path"], strict=True)]
     enc_fp = encoder_fingerprint(encoder, options)
-    key, parts = cache_key(enc_fp, items, ds.spec.window_seconds, precision)
+    key, parts = cache_key(enc_fp, items, ds.spec.window_seconds, precision, input_rate)
     model = enc_fp["model"]
     cache = EmbeddingCache(cache_dir / "embeddings" / model / f"{ds.name}-{key}", parts)
     expected = ds.spec.sample_rate or None
@@ -172,6 +200,7 @@ def evaluate_dataset(
         precision=precision,
         skip_bad_files=skip_bad_files,
         progress=progress,
+        input_rate=input_rate,
     )
     meta = ds.table.drop(columns="path")
     if ext.skipped:
@@ -211,6 +240,8 @@ def evaluate_dataset(
             "embedding_cache_key": key,
             "window_seconds": ds.spec.window_seconds,
             "precision": precision,
+            "compat": compat,
+            "input_rate": input_rate,
             "files_embedded": ext.computed,
             "files_reused_from_cache": ext.reused,
             "windows_embedded": ext.windows,

@@ -80,6 +80,7 @@ def cache_key(
     items: Sequence[FileItem],
     window_seconds: float,
     precision: str,
+    input_rate: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """(key, its components): encoder fingerprint, preprocessing version, window, precision and
     the dataset's manifest and modification-time hashes."""
@@ -88,6 +89,7 @@ def cache_key(
         "preprocessing_version": PREPROCESSING_VERSION,
         "window_seconds": window_seconds,
         "precision": precision,
+        "input_rate": input_rate,
         "manifest_sha256": manifest_hash(items),
         "stat_sha256": _stat_hash(items),
     }
@@ -211,6 +213,7 @@ def extract(
     skip_bad_files: bool = False,
     progress: Any = None,
     checkpoint_seconds: float = 10.0,
+    input_rate: int | None = None,
 ) -> ExtractResult:
     """Embed files (one vector per file), reusing and filling ``cache``.
 
@@ -226,6 +229,7 @@ def extract(
         skip_bad_files: list unreadable or invalid files instead of failing.
         progress: a ``rich.progress.Progress`` to report files to (optional).
         checkpoint_seconds: how often finished embeddings are written to the cache.
+        input_rate: feed the encoder at this rate instead of its own (compatibility quirks).
     """
     if precision not in PRECISIONS:
         raise RMISError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
@@ -245,7 +249,11 @@ def extract(
         workers = num_workers if num_workers is not None else min(4, max(0, os.cpu_count() - 1))
         loader = DataLoader(
             _WindowDataset(
-                todo, window_seconds, encoder.sample_rate, expected_rate, skip_bad_files
+                todo,
+                window_seconds,
+                input_rate or encoder.sample_rate,
+                expected_rate,
+                skip_bad_files,
             ),
             batch_size=None,
             shuffle=False,

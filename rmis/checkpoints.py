@@ -1,0 +1,175 @@
+"""Checkpoint sources: local files, Hugging Face hub ids and https URLs.
+
+``load_checkpoint(source)`` accepts
+
+* a local file: ``.pt``/``.pth``/``.ckpt`` (a torch pickle ``{"cfg": ..., "model": state_dict}``,
+  loaded with ``weights_only=True``) or ``.safetensors`` (config from the file's ``cfg`` metadata
+  entry or a ``config.json`` beside it);
+* ``hf://owner/name[@revision]`` (or a bare ``owner/name`` that is not a local path): fetched
+  with ``huggingface_hub`` (which honours ``HF_HUB_OFFLINE`` and its cache);
+* ``https://...``: downloaded once into ``<cache>/checkpoints/`` (atomically) and reused.
+
+The SHA-256 of the weights file is recorded for provenance. Without network and without a cached
+copy, the error says exactly how to provide the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rmis.errors import RMISError
+from rmis.provenance import sha256_file
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    cfg: Any
+    state_dict: dict[str, torch.Tensor]
+    sha256: str
+    path: Path
+    revision: str | None = None
+
+
+def checkpoint_cache_dir() -> Path:
+    from rmis.evaluate import default_cache_dir
+
+    return default_cache_dir() / "checkpoints"
+
+
+def resolve(source: str) -> tuple[Path, str | None]:
+    """Local path of a checkpoint source (downloading if needed) and its revision."""
+    if source.startswith(("https://", "http://")):
+        return _download_url(source), None
+    path = Path(source).expanduser()
+    if path.exists():
+        if path.is_dir():
+            return _pick_file(path, source), None
+        return path, None
+    repo = source[5:] if source.startswith("hf://") else source
+    if source.startswith("hf://") or (repo.count("/") == 1 and not repo.startswith((".", "/"))):
+        return _from_hub(repo)
+    raise RMISError(
+        f"checkpoint {source!r} does not exist (give a file, hf://owner/name or an https URL)"
+    )
+
+
+def load_checkpoint(source: str, kind: str = "model") -> Checkpoint:
+    """Resolve ``source`` and read it; errors name the file and say what is wrong."""
+    path, revision = resolve(source)
+    sha = sha256_file(path)
+    if path.suffix == ".safetensors":
+        cfg, state = _read_safetensors(path)
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, not a torch file, or unsafe pickle content
+            raise RMISError(
+                f"cannot read {kind} checkpoint {str(path)!r} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}); the file may be truncated or not a "
+                "torch checkpoint: download it again"
+            ) from None
+        if not isinstance(obj, dict) or "model" not in obj:
+            raise RMISError(
+                f"{kind} checkpoint {str(path)!r} is not a dict with a 'model' state dict"
+            )
+        cfg, state = obj.get("cfg"), obj["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RMISError(f"{kind} checkpoint {str(path)!r}: 'model' is not a state dict of tensors")
+    return Checkpoint(cfg=cfg, state_dict=state, sha256=sha, path=path, revision=revision)
+
+
+def _read_safetensors(path: Path) -> tuple[Any, dict[str, torch.Tensor]]:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise RMISError(
+            "reading .safetensors needs the package safetensors (pip install 'rmis[hub]')"
+        ) from None
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    except Exception as exc:
+        raise RMISError(
+            f"cannot read {str(path)!r} as safetensors ({exc}); the file may be "
+            "truncated: download it again"
+        ) from None
+    if "cfg" in meta:
+        cfg = json.loads(meta["cfg"])
+    elif (path.parent / "config.json").is_file():
+        cfg = json.loads((path.parent / "config.json").read_text())
+    else:
+        raise RMISError(f"{str(path)!r} has no 'cfg' metadata and no config.json beside it")
+    return cfg, state
+
+
+def _pick_file(folder: Path, source: str) -> Path:
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if len(files) != 1:
+        raise RMISError(
+            f"{source}: expected one weights file ({', '.join(WEIGHT_SUFFIXES)}) in "
+            f"{str(folder)!r}, found {[p.name for p in files]}"
+        )
+    return files[0]
+
+
+def _from_hub(repo: str) -> tuple[Path, str | None]:
+    repo_id, _, revision = repo.partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise RMISError(
+            f"checkpoint {repo_id!r} is a Hugging Face hub id, which needs the package "
+            "huggingface_hub (pip install 'rmis[hub]'); or download its weights file yourself "
+            "and pass --checkpoint PATH"
+        ) from None
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision or None,
+                allow_patterns=[f"*{s}" for s in WEIGHT_SUFFIXES] + ["*.json"],
+            )
+        )
+    except Exception as exc:  # offline, unknown repo, no cached copy
+        raise RMISError(
+            f"cannot get {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160]}). Without network, download the weights file "
+            f"of https://huggingface.co/{repo_id} (or the authors' direct link) on a connected "
+            "machine and pass it with --checkpoint PATH, or copy the hub cache "
+            "(~/.cache/huggingface) to this machine and set HF_HUB_OFFLINE=1"
+        ) from None
+    return _pick_file(folder, repo_id), folder.name
+
+
+def _download_url(url: str) -> Path:
+    name = url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "checkpoint.pt"
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    target = checkpoint_cache_dir() / f"{key}-{name}"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            shutil.copyfileobj(resp, out)
+        os.replace(tmp, target)
+    except Exception as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise RMISError(
+            f"cannot download {url} ({type(exc).__name__}: {exc}). Download it on a connected "
+            f"machine and pass it with --checkpoint PATH, or place it at {str(target)!r}"
+        ) from None
+    return target
