@@ -27,6 +27,10 @@ app = typer.Typer(
 )
 list_app = typer.Typer(help="List what rmis knows about.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
+data_app = typer.Typer(
+    help="Inspect datasets: metadata tables, checks, where to get them.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -250,6 +254,10 @@ def eval_(
             "--compat", help="none | rmis-official (reproduce the official harness's quirks)."
         ),
     ] = "none",
+    dataset_dir: Annotated[
+        list[str] | None,
+        typer.Option("--dataset-dir", help="NAME=PATH: a dataset's folder (repeatable)."),
+    ] = None,
 ) -> None:
     """Evaluate an encoder: extract (or reuse cached) embeddings, score every dataset, write
     one result JSON per dataset (`RESULTS/<model>/<dataset>.json`) and print the table.
@@ -270,9 +278,11 @@ def eval_(
     from rmis.encoders import load_encoder, parse_options
     from rmis.evaluate import (
         SUITES,
+        compat_settings,
         default_cache_dir,
         evaluate_dataset,
         manifest_dataset,
+        parse_folders,
         rmis_suite,
         synth_suite,
     )
@@ -288,7 +298,7 @@ def eval_(
     elif suite == "synth":
         todo = synth_suite(names, cache)
     elif suite == "rmis":
-        todo, missing = rmis_suite(names, data_root, dcase_gt)
+        todo, missing = rmis_suite(names, data_root, dcase_gt, parse_folders(dataset_dir))
         if not todo:
             raise RMISError(
                 "no RMIS dataset found"
@@ -297,8 +307,6 @@ def eval_(
             )
     else:
         raise RMISError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
-    from rmis.evaluate import compat_settings
-
     compat_settings(model, "", compat)  # validates the mode before any work
     encoders: dict[str, Any] = {}
 
@@ -527,6 +535,114 @@ def list_datasets(
             found,
         )
     console.print(table)
+
+
+DataRoot = Annotated[
+    Path | None,
+    typer.Option("--data-root", envvar="RMIS_DATA_ROOT", help="Folder of RMIS datasets."),
+]
+DatasetDirs = Annotated[
+    list[str] | None,
+    typer.Option("--dataset-dir", help="NAME=PATH: a dataset's folder (repeatable)."),
+]
+DcaseGt = Annotated[
+    Path | None,
+    typer.Option("--dcase-gt", help="Folder of eval_data_list_20XX.csv (DCASE eval labels)."),
+]
+
+
+@data_app.command("table")
+@_user_errors
+def data_table(
+    dataset: Annotated[str, typer.Argument(help="RMIS dataset name.")],
+    out: Annotated[Path, typer.Option("--out", help="CSV to write.")],
+    data_root: DataRoot = None,
+    dataset_dir: DatasetDirs = None,
+    dcase_gt: DcaseGt = None,
+) -> None:
+    """The metadata table rmis derives for one dataset (rows sorted by file; `file` relative
+    to the dataset folder): audit how your copy is read, or feed it to `rmis score`."""
+    from rmis.data.specs import get_dataset
+    from rmis.evaluate import dataset_folder, dataset_table, parse_folders
+    from rmis.io import atomic_write_text
+
+    get_dataset(dataset)
+    folder = dataset_folder(dataset, data_root, parse_folders(dataset_dir))
+    if folder is None or not folder.is_dir():
+        raise RMISError(f"dataset {dataset!r} not found at {folder} (give --data-root DIR)")
+    table = dataset_table(dataset, folder, dcase_gt).drop(columns="path")
+    atomic_write_text(out, table.to_csv(index=False))
+    console.print(f"{len(table)} rows written to {out}", highlight=False)
+
+
+@data_app.command("check")
+@_user_errors
+def data_check(
+    data_root: DataRoot = None,
+    dataset_dir: DatasetDirs = None,
+    dcase_gt: DcaseGt = None,
+    datasets: Annotated[
+        str | None, typer.Option("--datasets", help="Comma-separated subset.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Per dataset: found, files, hours, sample rates, classes and groups, unmatched and
+    unreadable files, and whether a sealed split is possible. Exits 1 on problems."""
+    import json
+
+    from rmis.datacheck import check_root
+    from rmis.evaluate import parse_folders
+
+    names = [d.strip() for d in datasets.split(",")] if datasets else None
+    checks = check_root(data_root, parse_folders(dataset_dir), dcase_gt, names)
+    if as_json:
+        typer.echo(json.dumps([c.to_json() for c in checks], indent=2))
+    else:
+        table = Table(title="rmis data check" + (f" of {data_root}" if data_root else ""))
+        for col in (
+            "dataset",
+            "found",
+            "files",
+            "hours",
+            "rates (Hz)",
+            "classes/groups",
+            "sealable",
+            "problems",
+        ):
+            table.add_column(col, min_width=14 if col == "dataset" else None)
+        for c in checks:
+            if c.classes:
+                cls = ", ".join(f"{k} {v['files']}/{v['groups']}" for k, v in c.classes.items())
+            else:
+                cls = ", ".join(f"{k} {v}" for k, v in c.machines.items())
+            table.add_row(
+                c.name,
+                "[green]yes[/]" if c.found else "no",
+                str(c.files) if c.found else "",
+                f"{c.hours:.2f}" if c.found else "",
+                ",".join(map(str, c.sample_rates)),
+                cls,
+                "" if c.sealable is None else ("yes" if c.sealable else "[red]no[/]"),
+                "[red]" + "; ".join(c.problems) + "[/]" if c.problems else "",
+            )
+        console.print(table)
+    if any(c.problems for c in checks):
+        raise typer.Exit(1)
+
+
+@data_app.command("download-help")
+def data_download_help() -> None:
+    """Where each RMIS source dataset is published and how the release must be laid out
+    (rmis never redistributes the data)."""
+    from rmis.data.release import RELEASE_SOURCES
+
+    console.print(
+        "rmis reads the official preprocessed RMIS release: one folder per dataset under the "
+        "data root, named as in `rmis list datasets`.\n",
+        highlight=False,
+    )
+    for name, text in RELEASE_SOURCES.items():
+        console.print(f"[bold]{name}[/]\n{text}\n", highlight=False)
 
 
 def main() -> None:

@@ -95,31 +95,64 @@ def synth_suite(names: list[str] | None, cache_dir: Path) -> list[EvalDataset]:
     return out
 
 
-def rmis_suite(
-    names: list[str] | None, data_root: Path | None, dcase_gt: Path | None
-) -> tuple[list[EvalDataset], dict[str, str]]:
-    """RMIS datasets present under ``data_root``; returns (datasets, {missing name: reason})."""
-    from rmis.data.dcase import dcase_table
+def dataset_folder(
+    name: str, data_root: Path | None, folders: dict[str, Path] | None = None
+) -> Path | None:
+    """Folder of an RMIS dataset: an explicit per-dataset override, else ``<data_root>/<name>``."""
+    if folders and name in folders:
+        return Path(folders[name])
+    return data_root / name if data_root is not None else None
 
+
+def dataset_table(name: str, folder: Path, dcase_gt: Path | None = None) -> pd.DataFrame:
+    """Metadata table (``file``, ``path`` + protocol columns) of an RMIS dataset's folder."""
+    spec = DATASETS[name]
+    if spec.task == "ad":
+        from rmis.data.dcase import dcase_table
+
+        return dcase_table(folder, spec.year, gt=dcase_gt)
+    from rmis.data.release import fd_table
+
+    return fd_table(name, folder)
+
+
+def rmis_suite(
+    names: list[str] | None,
+    data_root: Path | None,
+    dcase_gt: Path | None,
+    folders: dict[str, Path] | None = None,
+) -> tuple[list[EvalDataset], dict[str, str]]:
+    """RMIS datasets present under ``data_root`` (or at their ``folders`` override); returns
+    (datasets, {missing name: reason})."""
     chosen = _choose(names, list(DATASETS), "rmis")
     found, missing = [], {}
     for name in chosen:
-        spec = DATASETS[name]
-        folder = data_root / name if data_root is not None else None
+        folder = dataset_folder(name, data_root, folders)
         if folder is None or not folder.is_dir():
             if names:  # asked for by name: an error, not a gap in the table
                 raise RMISError(
                     f"dataset {name!r} not found"
                     + (f": no folder {str(folder)!r}" if folder else ": give --data-root DIR")
-                    + "; `rmis list datasets --data-root DIR` shows what is found"
+                    + "; `rmis data check --data-root DIR` shows what is found"
                 )
             missing[name] = "not found" + (f" at {folder}" if folder else " (no --data-root)")
             continue
-        if spec.task != "ad":
-            missing[name] = "loader for the official release not available yet"
-            continue
-        found.append(EvalDataset(spec, dcase_table(folder, spec.year, gt=dcase_gt)))
+        found.append(EvalDataset(DATASETS[name], dataset_table(name, folder, dcase_gt)))
     return found, missing
+
+
+def parse_folders(pairs: list[str] | None) -> dict[str, Path]:
+    """``NAME=PATH`` overrides of dataset folders (``--dataset-dir``)."""
+    out = {}
+    for pair in pairs or []:
+        name, sep, path = pair.partition("=")
+        if not sep or name not in DATASETS:
+            raise RMISError(
+                f"--dataset-dir {pair!r} must be NAME=PATH with NAME an RMIS dataset"
+                + ("" if not sep else f" ({closest(name, list(DATASETS))})")
+            )
+        out[name] = Path(path)
+    return out
 
 
 def manifest_dataset(manifest: Path, test_size: float) -> EvalDataset:
