@@ -299,6 +299,8 @@ class Fisher(Encoder):
         self.vit = FisherViT(self.cfg)
         load_strict(self.vit, ckpt.state_dict, source)
         self.normalize = bool(normalize)
+        self.band_dim = self.cfg.embed_dim  # the embedding is n_bands blocks of this size
+        self.band_bins = self.cfg.band_width  # STFT bins per sub-band
         self.weights_sha256 = ckpt.sha256
         self.revision = ckpt.revision
 

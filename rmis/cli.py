@@ -196,6 +196,20 @@ def _print_score(result: dict[str, Any], out: Path, export: Path | None) -> None
         console.print(f"DCASE submission files written under {export}", highlight=False)
 
 
+DataRoot = Annotated[
+    Path | None,
+    typer.Option("--data-root", envvar="RMIS_DATA_ROOT", help="Folder of RMIS datasets."),
+]
+DatasetDirs = Annotated[
+    list[str] | None,
+    typer.Option("--dataset-dir", help="NAME=PATH: a dataset's folder (repeatable)."),
+]
+DcaseGt = Annotated[
+    Path | None,
+    typer.Option("--dcase-gt", help="Folder of eval_data_list_20XX.csv (DCASE eval labels)."),
+]
+
+
 OptionList = Annotated[
     list[str] | None,
     typer.Option("-o", "--option", help="Adapter option key=value (repeatable)."),
@@ -537,18 +551,184 @@ def list_datasets(
     console.print(table)
 
 
-DataRoot = Annotated[
-    Path | None,
-    typer.Option("--data-root", envvar="RMIS_DATA_ROOT", help="Folder of RMIS datasets."),
-]
-DatasetDirs = Annotated[
-    list[str] | None,
-    typer.Option("--dataset-dir", help="NAME=PATH: a dataset's folder (repeatable)."),
-]
-DcaseGt = Annotated[
-    Path | None,
-    typer.Option("--dcase-gt", help="Folder of eval_data_list_20XX.csv (DCASE eval labels)."),
-]
+@app.command()
+@_user_errors
+def leaderboard(
+    results_dir: Annotated[
+        Path, typer.Option("--results-dir", help="Where `rmis eval` wrote results.")
+    ] = Path("results"),
+    suite: Annotated[str, typer.Option("--suite", help="rmis | synth.")] = "rmis",
+    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | html.")] = "table",
+    out: Annotated[Path | None, typer.Option("--out", help="Write the board here.")] = None,
+    figures_dir: Annotated[
+        Path | None, typer.Option("--figures-dir", help="Figures (default RESULTS/figures).")
+    ] = None,
+) -> None:
+    """Paper rows and measured rows side by side, sorted by RMIS; also writes the figures
+    score-vs-parameters (paper Fig. 1) and the per-dataset rank heatmap (Fig. 5), PNG + SVG."""
+    from rmis.io import atomic_write_text
+    from rmis.leaderboard import (
+        MEASURED_SOURCE,
+        format_board,
+        plot_rank_heatmap,
+        plot_score_vs_params,
+        suite_datasets,
+    )
+    from rmis.leaderboard import (
+        leaderboard as build,
+    )
+
+    board = build(results_dir, suite)
+    if board.empty:
+        raise RMISError(f"no results for the {suite} suite under {results_dir}; run `rmis eval`")
+    ad, fd = suite_datasets(suite)
+    if fmt == "table":
+        table = Table(title=f"{suite} leaderboard")
+        cols = ["model", "source", "params (M)", "AD", "FD", "RMIS", "Δ paper", "datasets"]
+        for col in cols:
+            table.add_column(col)
+        for r in board.itertuples():
+            have = sum(pd_notna(getattr(r, n)) for n in (*ad, *fd))
+            delta = getattr(r, "delta_rmis", float("nan"))
+            table.add_row(
+                f"{r.family} {r.variant}",
+                "[bold cyan]measured[/]" if r.source == MEASURED_SOURCE else "paper",
+                _fmt(r.params_millions, "{:g}"),
+                _fmt(r.ad_mean),
+                _fmt(r.fd_mean),
+                _fmt(r.rmis),
+                _fmt(delta, "{:+.2f}"),
+                f"{have}/{len(ad) + len(fd)}",
+            )
+        console.print(table)
+        text = None
+    else:
+        text = format_board(board, suite, fmt)
+        if out is None:
+            typer.echo(text, nl=False)
+    if out is not None:
+        atomic_write_text(out, text if text is not None else format_board(board, suite, "csv"))
+        console.print(f"leaderboard written to {out}", highlight=False)
+    figs = figures_dir or results_dir / "figures"
+    written = plot_score_vs_params(board, figs / f"{suite}_score_vs_params")
+    written += plot_rank_heatmap(board, (*ad, *fd), figs / f"{suite}_rank_heatmap")
+    err_console.print("figures: " + ", ".join(str(p) for p in written), highlight=False)
+
+
+def _suite_for_curves(
+    suite: str,
+    datasets: str | None,
+    cache: Path,
+    data_root: Path | None,
+    dataset_dir: list[str] | None,
+    dcase_gt: Path | None,
+) -> list[Any]:
+    from rmis.evaluate import parse_folders, rmis_suite, synth_suite
+
+    names = [d.strip() for d in datasets.split(",")] if datasets else None
+    if suite == "synth":
+        return synth_suite(names, cache)
+    if suite == "rmis":
+        return rmis_suite(names, data_root, dcase_gt, parse_folders(dataset_dir))[0]
+    raise RMISError(f"unknown suite {suite!r}; choose synth or rmis")
+
+
+@app.command("split-curve")
+@_user_errors
+def split_curve(
+    models: Annotated[list[str], typer.Argument(help="One or more evaluated models.")],
+    suite: Annotated[str, typer.Option("--suite", help="synth | rmis.")] = "rmis",
+    datasets: Annotated[str | None, typer.Option("--datasets", help="Comma-separated.")] = None,
+    results_dir: Annotated[Path, typer.Option("--results-dir")] = Path("results"),
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", envvar="RMIS_CACHE_DIR")] = None,
+    runs: Annotated[int, typer.Option("--runs", min=1)] = 10,
+    data_root: DataRoot = None,
+    dataset_dir: DatasetDirs = None,
+    dcase_gt: DcaseGt = None,
+) -> None:
+    """Multi-split-ratio curves of every sealed FD dataset from cached embeddings (no
+    re-extraction): areas (paper Table 5 layout), plots and the Pearson correlation between
+    fixed-split scores and curve areas."""
+    from rmis.curves import areas_table, plot_split_curves, split_curves
+    from rmis.evaluate import default_cache_dir
+    from rmis.io import atomic_write_json, atomic_write_text
+
+    cache = cache_dir or default_cache_dir()
+    todo = _suite_for_curves(suite, datasets, cache, data_root, dataset_dir, dcase_gt)
+    with console.status("computing split curves"):
+        curves = split_curves(models, todo, results_dir, cache, runs=runs)
+    if not curves["areas"]:
+        raise RMISError("no sealed fault-diagnosis dataset among the chosen ones")
+    out = results_dir / "split_curves" / suite
+    table = areas_table(curves)
+    atomic_write_text(out / "areas.csv", table.to_csv(index=False))
+    atomic_write_json(out / "curves.json", curves)
+    figs = plot_split_curves(curves, out / "split_curves")
+    view = Table(title=f"split-curve areas ({suite})")
+    for col in table.columns:
+        view.add_column(col)
+    for row in table.itertuples(index=False):
+        view.add_row(row[0], *[f"{v:.2f}" for v in row[1:]])
+    console.print(view)
+    for label, key in (
+        ("(model, dataset) pairs", "pearson_pairs"),
+        ("model means", "pearson_model_means"),
+    ):
+        r = curves[key]
+        console.print(
+            f"Pearson r, fixed-split score vs curve area over {label}: "
+            + ("n/a (fewer than 3)" if r is None else f"{r:.3f}"),
+            highlight=False,
+        )
+    console.print(
+        f"written: {out / 'areas.csv'}, {out / 'curves.json'}, " + ", ".join(map(str, figs)),
+        highlight=False,
+    )
+
+
+@app.command("band-curve")
+@_user_errors
+def band_curve_cmd(
+    model: Annotated[str, typer.Argument(help="An evaluated FISHER-style model.")],
+    suite: Annotated[str, typer.Option("--suite", help="synth | rmis.")] = "rmis",
+    datasets: Annotated[str | None, typer.Option("--datasets", help="Comma-separated.")] = None,
+    results_dir: Annotated[Path, typer.Option("--results-dir")] = Path("results"),
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", envvar="RMIS_CACHE_DIR")] = None,
+    runs: Annotated[int, typer.Option("--runs", min=1)] = 10,
+    data_root: DataRoot = None,
+    dataset_dir: DatasetDirs = None,
+    dcase_gt: DcaseGt = None,
+) -> None:
+    """Performance vs the number of low-frequency sub-bands kept (paper Figure 6), from one
+    extraction: the first b bands' embedding is a slice of the full one."""
+    from rmis.curves import band_curve, plot_band_curve
+    from rmis.evaluate import default_cache_dir
+    from rmis.io import atomic_write_text
+
+    cache = cache_dir or default_cache_dir()
+    todo = _suite_for_curves(suite, datasets, cache, data_root, dataset_dir, dcase_gt)
+    with console.status("scoring sub-band prefixes"):
+        table = band_curve(model, todo, results_dir, cache, runs=runs)
+    out = results_dir / "band_curves" / suite / model
+    atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False))
+    figs = plot_band_curve(table, model, out)
+    view = Table(title=f"{model}: score vs sub-bands kept ({suite})")
+    for col in ("dataset", "bands", "up to (Hz)", "score"):
+        view.add_column(col)
+    for r in table.itertuples():
+        view.add_row(r.dataset, f"{r.bands}/{r.of}", _fmt(r.top_hz, "{:.0f}"), f"{r.score:.2f}")
+    console.print(view)
+    console.print(
+        f"written: {out.with_suffix('.csv')}, " + ", ".join(map(str, figs)), highlight=False
+    )
+
+
+def pd_notna(value: Any) -> bool:
+    return value == value and value is not None  # NaN != NaN
+
+
+def _fmt(value: Any, pattern: str = "{:.2f}") -> str:
+    return "-" if value is None or value != value else pattern.format(value)
 
 
 @data_app.command("table")

@@ -263,6 +263,8 @@ def evaluate_dataset(
             "revision": encoder.revision,
             "weights_sha256": encoder.weights_sha256,
             "options": enc_fp["options"],
+            "band_dim": getattr(encoder, "band_dim", None),
+            "band_bins": getattr(encoder, "band_bins", None),
         },
         **body,
         "skipped_files": ext.skipped,

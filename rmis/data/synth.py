@@ -17,8 +17,9 @@ synth_fd48k   fd    48 000    healthy, tooth_crack, outer_de, outer_nde    manif
 synth_fd64k   fd    64 000    healthy, outer, inner_de, inner_nde          manifest.csv
 ============  ====  ========  ===========================================  ====================
 
-FD: per class 10 recordings x 2 sensor channels x 10 s (one 10-s file per channel), i.e. 20
-groups per class: enough for every test size of the multi-split curve (0.05 ... 0.95)
+FD: per class 10 recordings x 2 sensor channels x 20 s, each channel cut into two 10-s files,
+i.e. 20 groups of 2 files per class: every test size of the multi-split curve (0.05 ... 0.95)
+leaves both sides with every class and the 5 neighbours of the k-NN
 ``<class>_rec<RR>_ch<C>_<SS>.wav`` (mono 16-bit PCM at the native rate); the group (sealing
 unit) is ``<class>_rec<RR>_ch<C>``, so every class has 20 groups. ``manifest.csv``
 (``path,label,group``) lists the files and ``conditions.csv`` the ground truth of every
@@ -160,7 +161,7 @@ from rmis.data.specs import DatasetSpec, fd_spec
 from rmis.errors import RMISError
 
 #: Version of the generator; a cached dataset whose marker differs is regenerated.
-SYNTH_VERSION = "2"
+SYNTH_VERSION = "3"
 #: Name of the marker file written last into a complete dataset folder.
 MARKER_FILE = "SYNTH_VERSION"
 #: Length of one released file (and of one FD segment), s.
@@ -429,7 +430,7 @@ class _Rig:
     full_scale: float = 2.0
     recordings: int = 10
     channels: int = 2
-    segments: int = 1
+    segments: int = 2
 
 
 @dataclass(frozen=True)
