@@ -177,6 +177,19 @@ def format_board(board: pd.DataFrame, suite: str, fmt: str) -> str:
     raise RMISError(f"unknown format {fmt!r}; choose table, markdown, csv or html")
 
 
+def score_vs_params_series(board: pd.DataFrame) -> dict[str, tuple[list, list]]:
+    """The lines of Figure 1: ``{family [(measured)]: (params, RMIS)}`` sorted by params;
+    rows without a positive parameter count or without an RMIS score are left out."""
+    data = board.dropna(subset=["rmis", "params_millions"])
+    data = data[data["params_millions"] > 0]  # a log axis; training-free baselines have none
+    out = {}
+    for (family, source), part in data.groupby(["family", "source"], sort=True):
+        part = part.sort_values("params_millions")
+        label = family + (" (measured)" if source == MEASURED_SOURCE else "")
+        out[label] = (part["params_millions"].tolist(), part["rmis"].tolist())
+    return out
+
+
 def plot_score_vs_params(board: pd.DataFrame, out_base: Path) -> list[Path]:
     """Paper Figure 1: RMIS score vs parameter count, one line per family (PNG and SVG)."""
     import matplotlib
@@ -184,15 +197,12 @@ def plot_score_vs_params(board: pd.DataFrame, out_base: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = board.dropna(subset=["rmis", "params_millions"])
-    data = data[data["params_millions"] > 0]  # a log axis; training-free baselines have none
+    series = score_vs_params_series(board)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (family, source), part in data.groupby(["family", "source"], sort=True):
-        part = part.sort_values("params_millions")
-        style = "-o" if source != MEASURED_SOURCE else "--s"
-        label = family + (" (measured)" if source == MEASURED_SOURCE else "")
-        ax.plot(part["params_millions"], part["rmis"], style, label=label)
-    if not data.empty:
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, "--s" if label.endswith("(measured)") else "-o", label=label)
+    data = series
+    if data:
         ax.set_xscale("log")
     else:
         ax.text(
@@ -206,7 +216,7 @@ def plot_score_vs_params(board: pd.DataFrame, out_base: Path) -> list[Path]:
     ax.set_xlabel("parameters (millions)")
     ax.set_ylabel("RMIS score (%)")
     ax.grid(True, alpha=0.3)
-    if not data.empty:
+    if data:
         ax.legend(fontsize=7)
     return _save(fig, out_base)
 
