@@ -633,15 +633,22 @@ def _suite_for_curves(
     raise RMISError(f"unknown suite {suite!r}; choose synth or rmis")
 
 
+CurveSuite = Annotated[str, typer.Option("--suite", help="synth | rmis.")]
+CurveDatasets = Annotated[str | None, typer.Option("--datasets", help="Comma-separated.")]
+CurveResults = Annotated[Path, typer.Option("--results-dir", help="Where results are.")]
+CurveCache = Annotated[Path | None, typer.Option("--cache-dir", envvar="RMIS_CACHE_DIR")]
+CurveRuns = Annotated[int, typer.Option("--runs", min=1, help="Runs per test size.")]
+
+
 @app.command("split-curve")
 @_user_errors
 def split_curve(
     models: Annotated[list[str], typer.Argument(help="One or more evaluated models.")],
-    suite: Annotated[str, typer.Option("--suite", help="synth | rmis.")] = "rmis",
-    datasets: Annotated[str | None, typer.Option("--datasets", help="Comma-separated.")] = None,
-    results_dir: Annotated[Path, typer.Option("--results-dir")] = Path("results"),
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", envvar="RMIS_CACHE_DIR")] = None,
-    runs: Annotated[int, typer.Option("--runs", min=1)] = 10,
+    suite: CurveSuite = "rmis",
+    datasets: CurveDatasets = None,
+    results_dir: CurveResults = Path("results"),
+    cache_dir: CurveCache = None,
+    runs: CurveRuns = 10,
     data_root: DataRoot = None,
     dataset_dir: DatasetDirs = None,
     dcase_gt: DcaseGt = None,
@@ -690,11 +697,11 @@ def split_curve(
 @_user_errors
 def band_curve_cmd(
     model: Annotated[str, typer.Argument(help="An evaluated FISHER-style model.")],
-    suite: Annotated[str, typer.Option("--suite", help="synth | rmis.")] = "rmis",
-    datasets: Annotated[str | None, typer.Option("--datasets", help="Comma-separated.")] = None,
-    results_dir: Annotated[Path, typer.Option("--results-dir")] = Path("results"),
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", envvar="RMIS_CACHE_DIR")] = None,
-    runs: Annotated[int, typer.Option("--runs", min=1)] = 10,
+    suite: CurveSuite = "rmis",
+    datasets: CurveDatasets = None,
+    results_dir: CurveResults = Path("results"),
+    cache_dir: CurveCache = None,
+    runs: CurveRuns = 10,
     data_root: DataRoot = None,
     dataset_dir: DatasetDirs = None,
     dcase_gt: DcaseGt = None,

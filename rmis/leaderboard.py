@@ -47,6 +47,21 @@ def suite_datasets(suite: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     raise RMISError(f"unknown suite {suite!r}; choose rmis or synth")
 
 
+def score_columns(ad: tuple[str, ...], fd: tuple[str, ...]) -> list[str]:
+    """Identity, dataset and task-mean columns of a board, in Table 3 order."""
+    return [
+        "family",
+        "variant",
+        "source",
+        "params_millions",
+        *ad,
+        "ad_mean",
+        *fd,
+        "fd_mean",
+        "rmis",
+    ]
+
+
 def read_results(results_dir: Path) -> list[dict]:
     """All ``rmis eval`` result files under ``results_dir``."""
     out = []
@@ -92,15 +107,7 @@ def measured_table(results_dir: Path, suite: str) -> pd.DataFrame:
         row.update({"ad_mean": o.ad, "fd_mean": o.fd, "rmis": o.rmis})
         table.append(row)
     cols = [
-        "family",
-        "variant",
-        "source",
-        "params_millions",
-        *ad,
-        "ad_mean",
-        *fd,
-        "fd_mean",
-        "rmis",
+        *score_columns(ad, fd),
         "model",
         "weights_sha256",
         "rmis_version",
@@ -134,17 +141,7 @@ def leaderboard(results_dir: Path, suite: str = "rmis") -> pd.DataFrame:
 def format_board(board: pd.DataFrame, suite: str, fmt: str) -> str:
     """The board as markdown, csv or html text (2 decimals; missing shown as ``-``)."""
     ad, fd = suite_datasets(suite)
-    cols = [
-        "family",
-        "variant",
-        "source",
-        "params_millions",
-        *ad,
-        "ad_mean",
-        *fd,
-        "fd_mean",
-        "rmis",
-    ]
+    cols = score_columns(ad, fd)
     if "delta_rmis" in board:
         cols.append("delta_rmis")
     view = board[[c for c in cols if c in board]]
