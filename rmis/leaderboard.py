@@ -23,6 +23,8 @@ from rmis.protocol.overall import overall_score
 log = logging.getLogger(__name__)
 
 PAPER_SOURCE = "reported in the paper (Table 3)"
+#: Provenance shown for measured rows (paper rows leave them empty).
+PROVENANCE_COLUMNS = ("model", "weights_sha256", "rmis_version", "git_revision")
 MEASURED_SOURCE = "measured"
 
 
@@ -106,13 +108,7 @@ def measured_table(results_dir: Path, suite: str) -> pd.DataFrame:
         o = overall_score(scores, ad, fd)
         row.update({"ad_mean": o.ad, "fd_mean": o.fd, "rmis": o.rmis})
         table.append(row)
-    cols = [
-        *score_columns(ad, fd),
-        "model",
-        "weights_sha256",
-        "rmis_version",
-        "git_revision",
-    ]
+    cols = [*score_columns(ad, fd), *PROVENANCE_COLUMNS]
     return pd.DataFrame(table, columns=cols).astype({c: float for c in (*ad, *fd)})
 
 
@@ -141,15 +137,15 @@ def leaderboard(results_dir: Path, suite: str = "rmis") -> pd.DataFrame:
 def format_board(board: pd.DataFrame, suite: str, fmt: str) -> str:
     """The board as markdown, csv or html text (2 decimals; missing shown as ``-``)."""
     ad, fd = suite_datasets(suite)
-    cols = score_columns(ad, fd)
-    if "delta_rmis" in board:
-        cols.append("delta_rmis")
+    cols = [*score_columns(ad, fd), "delta_rmis", *PROVENANCE_COLUMNS]
     view = board[[c for c in cols if c in board]]
     if fmt == "csv":
         return view.to_csv(index=False)
     shown = view.copy()
     for c in shown.columns:
-        if c not in ("family", "variant", "source"):
+        if c in PROVENANCE_COLUMNS:
+            shown[c] = ["" if pd.isna(v) or v is None else str(v) for v in shown[c]]
+        elif c not in ("family", "variant", "source"):
             shown[c] = [
                 (
                     "-"
