@@ -74,8 +74,18 @@ def test_download_help_names_every_dataset() -> None:
 
 
 def test_rmis_suite_on_miniatures_is_partial(root: Path, tmp_path: Path) -> None:
-    r = invoke("eval", "logspec", "--suite", "rmis", "--data-root", str(root),
-               "--results-dir", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"))
+    r = invoke(
+        "eval",
+        "logspec",
+        "--suite",
+        "rmis",
+        "--data-root",
+        str(root),
+        "--results-dir",
+        str(tmp_path / "res"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert r.exit_code == 0, r.output
     for name in FD_DATASETS:
         res = json.loads((tmp_path / "res" / "logspec" / f"{name}.json").read_text())
@@ -83,7 +93,18 @@ def test_rmis_suite_on_miniatures_is_partial(root: Path, tmp_path: Path) -> None
         assert res["provenance"]["window_seconds"] == DATASETS[name].window_seconds
     assert "partial: 6 datasets missing" in r.output and "dcase20" in r.output
     # a dataset's folder can be overridden
-    r = invoke("eval", "logspec", "--suite", "rmis", "--datasets", "pu_cur",
-               "--dataset-dir", f"pu_cur={root / 'pu_cur'}",
-               "--results-dir", str(tmp_path / "res2"), "--cache-dir", str(tmp_path / "cache"))
+    r = invoke(
+        "eval",
+        "logspec",
+        "--suite",
+        "rmis",
+        "--datasets",
+        "pu_cur",
+        "--dataset-dir",
+        f"pu_cur={root / 'pu_cur'}",
+        "--results-dir",
+        str(tmp_path / "res2"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert r.exit_code == 0, r.output
