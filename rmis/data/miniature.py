@@ -223,3 +223,95 @@ def write_miniature(
             path.parent.mkdir(parents=True, exist_ok=True)
             pcm = _signal(f"{name}/{rel}", group, index[cls], spec.sample_rate, seconds)
             sf.write(str(path), pcm, spec.sample_rate, subtype="PCM_16", format=fmt)
+
+
+# ------------------------------------------------------------------------------------------
+# DCASE (dcase20 ... dcase25)
+# ------------------------------------------------------------------------------------------
+
+#: Sections of a miniature per (year family, subset).
+_DCASE_SECTIONS = {
+    2020: {"dev": (0, 2), "eval": (1, 3)},
+    2021: {"dev": (0, 1), "eval": (3, 4)},
+    2022: {"dev": (0, 1), "eval": (3, 4)},
+}
+
+
+def _dcase_sections(year: int, subset: str) -> tuple[int, ...]:
+    return _DCASE_SECTIONS.get(year, {"dev": (0,), "eval": (0,)})[subset]
+
+
+def _labelled(year: int, section: int, domain: str, split: str, label: str, i: int) -> str:
+    if year == 2020:
+        return f"{label}_id_{section:02d}_{i:08d}.wav"
+    return f"section_{section:02d}_{domain}_{split}_{label}_{i:04d}_a_1.wav"
+
+
+def write_dcase_miniature(
+    root: str | Path,
+    years: Sequence[int] = (2020, 2021, 2022, 2023, 2024, 2025),
+    seconds: float = 0.2,
+) -> None:
+    """Write miniature DCASE task-2 datasets ``root/dcase<yy>/`` in the official layouts (dev
+    and eval, anonymised eval test clips) with their ground-truth list
+    ``eval_data_list_<year>.csv`` beside them (for tests and demos). Every machine of the
+    year's spec has its sections, source and target clips, normal and anomalous test clips;
+    anomalies carry an extra tone."""
+    for year in years:
+        spec = DATASETS[f"dcase{year % 100}"]
+        folder = Path(root) / spec.name
+        gt_lines: list[str] = []
+        for subset in ("dev", "eval"):
+            for m_index, machine in enumerate(spec.machines[subset]):
+                base = folder / f"{subset}_data" / machine
+                if subset == "eval":
+                    gt_lines.append(machine)
+                n = 0
+                for section in _dcase_sections(year, subset):
+                    domains = ("source",) if year == 2020 else ("source", "target")
+                    for domain in domains:
+                        for _ in range(3 if domain == "source" else 2):
+                            name = _labelled(year, section, domain, "train", "normal", n)
+                            _write_clip(base / "train" / name, m_index, False, seconds)
+                            n += 1
+                        for label in ("normal", "anomaly"):
+                            for _ in range(2):
+                                name = _labelled(year, section, domain, "test", label, n)
+                                test_dir = f"{domain}_test" if year == 2021 else "test"
+                                if subset == "dev":
+                                    _write_clip(
+                                        base / test_dir / name, m_index, label == "anomaly", seconds
+                                    )
+                                else:
+                                    anon = _anonymised(year, section, domain, n)
+                                    _write_clip(
+                                        base / test_dir / anon, m_index, label == "anomaly", seconds
+                                    )
+                                    labelled = name[:-4] if year == 2025 else name
+                                    extra = f",{int(label == 'anomaly')}" if year == 2020 else ""
+                                    gt_lines.append(f"{anon},{labelled}{extra}")
+                                n += 1
+        gt = folder / f"eval_data_list_{year}.csv"
+        gt.write_text("\n".join(gt_lines) + "\n")
+
+
+def _anonymised(year: int, section: int, domain: str, i: int) -> str:
+    if year == 2020:
+        return f"id_{section:02d}_{i:08d}.wav"
+    if year == 2021:
+        return f"section_{section:02d}_{domain}_test_{i:04d}.wav"
+    return f"section_{section:02d}_{i:04d}.wav"
+
+
+def _write_clip(path: Path, machine_index: int, anomaly: bool, seconds: float) -> None:
+    sr = 16_000
+    n = max(1, round(seconds * sr))
+    rng = np.random.default_rng(zlib.crc32(str(path.name).encode() + bytes([machine_index])))
+    t = np.arange(n) / sr
+    x = 0.2 * np.sin(2 * np.pi * (300.0 + 40 * machine_index) * t) + 0.05 * rng.standard_normal(n)
+    if anomaly:
+        x += 0.2 * np.sin(2 * np.pi * 3000.0 * t)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(
+        path, np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16), sr, subtype="PCM_16"
+    )
