@@ -22,6 +22,22 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
+def score_pu_vib(meta: Path, npz: Path, out: Path, *extra: str):
+    """`rmis score --dataset pu_vib` on the given inputs."""
+    return invoke(
+        "score",
+        "--dataset",
+        "pu_vib",
+        "--meta",
+        str(meta),
+        "--embeddings",
+        str(npz),
+        "--out",
+        str(out),
+        *extra,
+    )
+
+
 def write_inputs(tmp: Path, rows: list[dict], emb: dict) -> tuple[Path, Path]:
     """Write META.csv and EMB.npz."""
     meta, npz = tmp / "meta.csv", tmp / "emb.npz"
@@ -47,17 +63,7 @@ def fd_files(tmp: Path, classes=("healthy", "IR", "OR"), groups_per_class=6, per
 def test_fd_dataset_result(tmp_path: Path) -> None:
     meta, npz, rows, emb = fd_files(tmp_path)
     out = tmp_path / "res" / "result.json"
-    r = invoke(
-        "score",
-        "--dataset",
-        "pu_vib",
-        "--meta",
-        str(meta),
-        "--embeddings",
-        str(npz),
-        "--out",
-        str(out),
-    )
+    r = score_pu_vib(meta, npz, out)
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     assert res["schema_version"] == 1 and res["protocol"] == "fd" and res["dataset"] == "pu_vib"
@@ -255,17 +261,7 @@ def test_bad_fd_input_writes_nothing(tmp_path: Path, mutate, message) -> None:
     df.to_csv(meta, index=False)
     np.savez(npz, **emb2)
     out = tmp_path / "r.json"
-    r = invoke(
-        "score",
-        "--dataset",
-        "pu_vib",
-        "--meta",
-        str(meta),
-        "--embeddings",
-        str(npz),
-        "--out",
-        str(out),
-    )
+    r = score_pu_vib(meta, npz, out)
     assert r.exit_code == 2, r.output
     assert "error:" in r.output and pytest.importorskip("re").search(message, r.output), r.output
     assert not out.exists() and not list(tmp_path.glob(".r.json*"))
