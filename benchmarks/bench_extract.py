@@ -57,6 +57,7 @@ def synth_throughput(workers: int, cache: Path) -> None:
     tot_w = 0
     for ds in synth_suite(None, cache):
         items = [FileItem(f, p) for f, p in zip(ds.table["file"], ds.table["path"], strict=True)]
+        io_floor(items, ds.spec.window_seconds, ds.spec.sample_rate, workers)  # warm the cache
         t_io, n = io_floor(items, ds.spec.window_seconds, ds.spec.sample_rate, workers)
         res = extract(
             items,
