@@ -46,7 +46,7 @@ def io_floor(items, window_seconds, rate, workers) -> tuple[float, int]:
 def synth_throughput(workers: int, cache: Path) -> None:
     from rmis.encoders import load_encoder
     from rmis.evaluate import synth_suite
-    from rmis.extract import FileItem, extract
+    from rmis.extract import extract
 
     enc = load_encoder("logspec")
     print(
@@ -56,7 +56,7 @@ def synth_throughput(workers: int, cache: Path) -> None:
     tot_io = tot_ex = 0.0
     tot_w = 0
     for ds in synth_suite(None, cache):
-        items = [FileItem(f, p) for f, p in zip(ds.table["file"], ds.table["path"], strict=True)]
+        items = ds.items()
         io_floor(items, ds.spec.window_seconds, ds.spec.sample_rate, workers)  # warm the cache
         t_io, n = io_floor(items, ds.spec.window_seconds, ds.spec.sample_rate, workers)
         res = extract(

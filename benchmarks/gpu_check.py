@@ -21,7 +21,7 @@ from bench_fd_knn import make_data  # noqa: E402
 
 from rmis.encoders import load_encoder  # noqa: E402
 from rmis.evaluate import evaluate_dataset, synth_suite  # noqa: E402
-from rmis.extract import FileItem, extract  # noqa: E402
+from rmis.extract import extract  # noqa: E402
 from rmis.protocol.fd import FDEvaluator  # noqa: E402
 from rmis.protocol.splits import sealed_split  # noqa: E402
 
@@ -56,7 +56,7 @@ def extract_check(cache: Path) -> None:
         f"{'max|diff| vs cpu':>18s}"
     )
     for ds in datasets:
-        items = [FileItem(f, p) for f, p in zip(ds.table["file"], ds.table["path"], strict=True)]
+        items = ds.items()
         ref = None
         for device, precision in (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "bf16")):
             enc = load_encoder("logspec", device=device)

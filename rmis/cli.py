@@ -291,14 +291,12 @@ def eval_(
 
     from rmis.encoders import load_encoder, parse_options
     from rmis.evaluate import (
-        SUITES,
         compat_settings,
         default_cache_dir,
         evaluate_dataset,
         manifest_dataset,
         parse_folders,
-        rmis_suite,
-        synth_suite,
+        resolve_suite,
     )
     from rmis.progress import FilesPerSecond
 
@@ -309,18 +307,10 @@ def eval_(
     if manifest is not None:
         todo = [manifest_dataset(manifest, test_size)]
         suite = "manifest"
-    elif suite == "synth":
-        todo = synth_suite(names, cache)
-    elif suite == "rmis":
-        todo, missing = rmis_suite(names, data_root, dcase_gt, parse_folders(dataset_dir))
-        if not todo:
-            raise RMISError(
-                "no RMIS dataset found"
-                + (f" under {data_root}" if data_root else " (give --data-root DIR)")
-                + "; try `rmis eval MODEL --suite synth` for the built-in synthetic suite"
-            )
     else:
-        raise RMISError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+        todo, missing = resolve_suite(
+            suite, names, cache, data_root, dcase_gt, parse_folders(dataset_dir)
+        )
     compat_settings(model, "", compat)  # validates the mode before any work
     encoders: dict[str, Any] = {}
 
@@ -623,14 +613,10 @@ def _suite_for_curves(
     dataset_dir: list[str] | None,
     dcase_gt: Path | None,
 ) -> list[Any]:
-    from rmis.evaluate import parse_folders, rmis_suite, synth_suite
+    from rmis.evaluate import parse_folders, resolve_suite
 
     names = [d.strip() for d in datasets.split(",")] if datasets else None
-    if suite == "synth":
-        return synth_suite(names, cache)
-    if suite == "rmis":
-        return rmis_suite(names, data_root, dcase_gt, parse_folders(dataset_dir))[0]
-    raise RMISError(f"unknown suite {suite!r}; choose synth or rmis")
+    return resolve_suite(suite, names, cache, data_root, dcase_gt, parse_folders(dataset_dir))[0]
 
 
 CurveSuite = Annotated[str, typer.Option("--suite", help="synth | rmis.")]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from rmis.data.specs import AD_DATASETS, DATASETS, FD_DATASETS, DatasetSpec, closest
+from rmis.data.specs import AD_DATASETS, DATASETS, DatasetSpec, closest
 from rmis.errors import RMISError
 from rmis.extract import EmbeddingCache, FileItem, cache_key, encoder_fingerprint, extract
 from rmis.io import atomic_write_json
@@ -74,6 +74,10 @@ class EvalDataset:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def items(self) -> list[FileItem]:
+        """The files to embed: (id, path on disk)."""
+        return [FileItem(f, p) for f, p in zip(self.table["file"], self.table["path"], strict=True)]
 
 
 def synth_suite(names: list[str] | None, cache_dir: Path) -> list[EvalDataset]:
@@ -155,6 +159,29 @@ def parse_folders(pairs: list[str] | None) -> dict[str, Path]:
     return out
 
 
+def resolve_suite(
+    suite: str,
+    names: list[str] | None,
+    cache_dir: Path,
+    data_root: Path | None = None,
+    dcase_gt: Path | None = None,
+    folders: dict[str, Path] | None = None,
+) -> tuple[list[EvalDataset], dict[str, str]]:
+    """The datasets of ``synth`` or ``rmis`` (those present), and the missing ones with why."""
+    if suite == "synth":
+        return synth_suite(names, cache_dir), {}
+    if suite == "rmis":
+        found, missing = rmis_suite(names, data_root, dcase_gt, folders)
+        if not found:
+            raise RMISError(
+                "no RMIS dataset found"
+                + (f" under {data_root}" if data_root else " (give --data-root DIR)")
+                + "; try --suite synth for the built-in synthetic suite"
+            )
+        return found, missing
+    raise RMISError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+
+
 def manifest_dataset(manifest: Path, test_size: float) -> EvalDataset:
     """A user dataset from a manifest (sealed splits, or its own ``split`` column)."""
     from rmis.data.manifest import manifest_table
@@ -216,7 +243,7 @@ def evaluate_dataset(
     ``input_rate`` overrides the encoder's input rate and ``compat`` is recorded (see
     :func:`compat_settings`)."""
     started = time.perf_counter()
-    items = [FileItem(f, p) for f, p in zip(ds.table["file"], ds.table["path"], strict=True)]
+    items = ds.items()
     enc_fp = encoder_fingerprint(encoder, options)
     key, parts = cache_key(enc_fp, items, ds.spec.window_seconds, precision, input_rate)
     model = enc_fp["model"]
@@ -291,16 +318,10 @@ def evaluate_dataset(
 
 def suite_overall(suite: str, scores: dict[str, float]) -> tuple[Any, bool]:
     """Overall figures for a suite's scores; (Overall, complete?)."""
+    from rmis.leaderboard import suite_datasets
     from rmis.protocol.overall import overall_score
 
-    if suite == "synth":
-        from rmis.data.synth import SYNTH_DATASETS
-
-        ad = tuple(n for n, s in SYNTH_DATASETS.items() if s.task == "ad")
-        fd = tuple(n for n, s in SYNTH_DATASETS.items() if s.task == "fd")
-    else:
-        ad, fd = AD_DATASETS, FD_DATASETS
-    o = overall_score(scores, ad, fd)
+    o = overall_score(scores, *suite_datasets(suite))
     return o, not o.missing
 
 
@@ -310,6 +331,7 @@ __all__ = [
     "default_cache_dir",
     "evaluate_dataset",
     "manifest_dataset",
+    "resolve_suite",
     "rmis_suite",
     "suite_overall",
     "synth_suite",
