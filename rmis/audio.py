@@ -32,6 +32,10 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         RMISError: unreadable, empty or non-finite audio; the message names the file.
     """
     path = Path(path)
+    if not path.is_file():
+        raise RMISError(
+            f"audio file {str(path)!r} not found" + (" (it is a folder)" if path.is_dir() else "")
+        )
     try:
         data, sr = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
@@ -94,7 +98,8 @@ def load_windows(
     if expected_rate is not None and sr != expected_rate:
         raise RMISError(
             f"{str(path)!r} is sampled at {sr} Hz but its dataset is at {expected_rate} Hz; "
-            "use the official release of the dataset (or a manifest for your own data)"
+            "every file of a dataset must have the dataset's rate (`rmis data check` lists "
+            "the rates of a data root; an RMIS dataset must come from its official release)"
         )
     rate = target_rate or sr
     x = resample(x, sr, rate)

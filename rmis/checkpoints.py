@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from rmis.errors import RMISError
+from rmis.io import default_file_mode
 from rmis.provenance import sha256_file
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
@@ -74,11 +75,14 @@ def load_checkpoint(source: str, kind: str = "model") -> Checkpoint:
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated, not a torch file, or unsafe pickle content
+        except Exception:  # truncated, not a torch file, or pickled code (never executed)
+            # torch's own message advises loading with weights_only=False, which would run
+            # arbitrary code from the file: never repeat it
             raise RMISError(
-                f"cannot read {kind} checkpoint {str(path)!r} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}); the file may be truncated or not a "
-                "torch checkpoint: download it again"
+                f"{kind} checkpoint {str(path)!r} is not a valid checkpoint in the expected "
+                "format (a torch file holding {'cfg': ..., 'model': state_dict} of plain "
+                "tensors, or .safetensors); it may be truncated or another kind of file: "
+                "download it again"
             ) from None
         if not isinstance(obj, dict) or "model" not in obj:
             raise RMISError(
@@ -146,12 +150,23 @@ def _from_hub(repo: str) -> tuple[Path, str | None]:
     except Exception as exc:  # offline, unknown repo, no cached copy
         raise RMISError(
             f"cannot get {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:160]}). Without network, download the weights file "
+            f"{_first_sentence(exc)}). Without network, download the weights file "
             f"of https://huggingface.co/{repo_id} (or the authors' direct link) on a connected "
             "machine and pass it with --checkpoint PATH, or copy the hub cache "
             "(~/.cache/huggingface) to this machine and set HF_HUB_OFFLINE=1"
         ) from None
     return _pick_file(folder, repo_id), folder.name
+
+
+def _first_sentence(exc: BaseException, limit: int = 300) -> str:
+    """The first sentence of an exception's message, whole (never cut mid-sentence); a first
+    sentence longer than ``limit`` characters is left out ("no details")."""
+    text = " ".join(str(exc).split())
+    for end in (". ", "! ", "? "):
+        if end in text:
+            text = text[: text.index(end) + 1]
+    text = text.rstrip(".")
+    return text if text and len(text) <= limit else "no details"
 
 
 def _download_url(url: str) -> Path:
@@ -165,6 +180,8 @@ def _download_url(url: str) -> Path:
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             shutil.copyfileobj(resp, out)
+            if hasattr(os, "fchmod"):  # the umask's mode, not mkstemp's private 0o600
+                os.fchmod(out.fileno(), default_file_mode())
         os.replace(tmp, target)
     except Exception as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -8,17 +8,78 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
 import rmis
 from rmis.errors import RMISError
 
+_VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+class _RootGroup(typer.core.TyperGroup):
+    """The root command group; ``-v``/``--verbose`` is also accepted after the subcommand
+    (``rmis eval -v ...``): it is moved in front before parsing (never after ``--``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        head = args[:end]
+        if any(a in _VERBOSE_FLAGS for a in head[1:]):
+            args = ["-v", *(a for a in head if a not in _VERBOSE_FLAGS), *args[end:]]
+        return super().parse_args(ctx, args)
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """A usage error (bad choice, unknown option, missing argument) is one ``error:`` line
+        plus where to look, like every other rmis error; the rest is typer's own handling."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except _clickx.UsageError as exc:
+            if isinstance(exc, _NO_ARGS_IS_HELP) or exc.ctx is None:
+                exc.show()
+            else:
+                message = _one_line(Exception(exc.format_message())).replace("Value error, ", "")
+                err_console.print(
+                    f"[bold red]error:[/] {message} "
+                    f"(`{exc.ctx.command_path} --help` lists the options)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            sys.exit(exc.exit_code)
+        except _clickx.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print("aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+#: click's exception classes as typer uses them (recent typer vendors its own click)
+_clickx = sys.modules[typer.BadParameter.__module__]
+_NO_ARGS_IS_HELP = getattr(_clickx, "NoArgsIsHelpError", ())
+
+
+def _flag_aware_display_type(self: Any, ctx: Any) -> str | None:
+    # typer's rich help shows a value type (`<bool>`) even for flags that take no value;
+    # its plain help does not. Show flags as flags.
+    if getattr(self, "is_flag", False) or getattr(self, "count", False):
+        return None
+    return _typer_display_type(self, ctx)
+
+
+_typer_display_type = getattr(typer.core.TyperOption, "display_type_rich", None)
+if _typer_display_type is not None:  # the typer versions that have this hook (0.16+)
+    typer.core.TyperOption.display_type_rich = _flag_aware_display_type  # type: ignore[method-assign]
+
 app = typer.Typer(
     name="rmis",
+    cls=_RootGroup,
     help="Reproducible evaluation of foundation models of industrial signals (RMIS benchmark).",
     no_args_is_help=True,
     add_completion=False,
@@ -37,18 +98,47 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line. An error raised in a DataLoader worker comes back
+    wrapped in torch's "Caught ... in DataLoader worker process N" text with the worker's
+    traceback: keep only the original message (the traceback's last line)."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        name, sep, message = last.partition(": ")
+        text = message if sep and name.split(".")[-1].endswith(("Error", "Exception")) else last
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _user_errors(fn: F) -> F:
-    """Turn :class:`RMISError` into a one-line message and exit status 2 (no traceback)."""
+    """Turn :class:`RMISError` (and file-system errors such as a folder that cannot be written)
+    into a one-line ``error: ...`` message and exit status 2, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except RMISError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            message = _one_line(exc)
+        except OSError as exc:  # permissions, disk full, a path that is a folder ...
+            logging.getLogger("rmis").info("details", exc_info=True)
+            where = f": {exc.filename!s}" if exc.filename else ""
+            message = f"{exc.strerror or _one_line(exc)}{where}"
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _table(title: str) -> Table:
+    """A table that stays readable at 80 columns or piped: light rules, no outer edge; add
+    name columns with ``no_wrap=True`` and long text with ``overflow="fold"`` (wrapped, never
+    cut to an ellipsis)."""
+    from rich import box
+
+    return Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0)
+    )
 
 
 def _version(value: bool) -> None:
@@ -62,9 +152,51 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Log details (also accepted after the command: `rmis eval -v`)."
+        ),
+    ] = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    _setup_logging(verbose)
+
+
+class _OncePerRun(logging.Filter):
+    """Drop a message already shown in this invocation (a file read twice warns once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+class _LogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def _setup_logging(verbose: bool) -> None:
+    """rmis's log (``warning: ...`` lines; details with ``-v``) on the current stderr.
+
+    A handler of the ``rmis`` logger, replaced on every call (so that it writes to the
+    stderr of the current invocation); records still propagate to any root handlers."""
+    logger = logging.getLogger("rmis")
+    for handler in [h for h in logger.handlers if getattr(h, "_rmis_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._rmis_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(_LogFormatter("%(message)s"))
+    handler.addFilter(_OncePerRun())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 @app.command()
@@ -80,11 +212,8 @@ def score(
         typer.Option("--dataset", help="RMIS dataset name: protocol, test size, classes from it."),
     ] = None,
     protocol: Annotated[
-        str | None,
-        typer.Option(
-            "--protocol",
-            help="fd | fd-official-split | dcase2020 ... dcase2025 (instead of --dataset).",
-        ),
+        Protocol | None,
+        typer.Option("--protocol", help="The protocol (instead of --dataset)."),
     ] = None,
     classes: Annotated[
         str | None,
@@ -102,7 +231,9 @@ def score(
         Path | None,
         typer.Option("--dcase-export", help="Write official DCASE anomaly-score CSVs here."),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="Torch device for k-NN.")] = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="Torch device for the k-NN: cpu, cuda, cuda:1, mps.")
+    ] = "cpu",
 ) -> None:
     """Score precomputed embeddings with the RMIS protocol ("bring your own embeddings").
 
@@ -143,6 +274,9 @@ def score(
         test_size = 0.5
     if dcase_export is not None and not protocol.startswith("dcase"):
         raise RMISError("--dcase-export applies to dcase protocols only")
+    from rmis.encoders import check_device
+
+    check_device(device)
 
     started = time.perf_counter()
     table = check_meta(read_meta(meta), protocol, where=str(meta))
@@ -184,8 +318,11 @@ def score(
 def _print_score(result: dict[str, Any], out: Path, export: Path | None) -> None:
     name = result["dataset"] or result["protocol"]
     line = f"[bold]{name}[/] ({result['protocol']}): score [bold green]{result['score']:.2f}[/]"
-    if result.get("runs"):
-        line += f" ± {result['std']:.2f} over {len(result['runs'])} runs"
+    n_runs = len(result.get("runs") or [])
+    if result.get("std") is not None:
+        line += f" ± {result['std']:.2f} over {n_runs} runs"
+    elif n_runs == 1:
+        line += " (1 run, no std)"
     if "auc" in result:
         line += f"; split-curve area {result['auc']:.2f}"
     if "subsets" in result:
@@ -202,7 +339,7 @@ DataRoot = Annotated[
 ]
 DatasetDirs = Annotated[
     list[str] | None,
-    typer.Option("--dataset-dir", help="NAME=PATH: a dataset's folder (repeatable)."),
+    typer.Option("--dataset-dir", metavar="NAME=PATH", help="A dataset's folder (repeatable)."),
 ]
 DcaseGt = Annotated[
     Path | None,
@@ -210,17 +347,45 @@ DcaseGt = Annotated[
 ]
 
 
+DEVICE_HELP = "Torch device: cpu, cuda, cuda:1, mps (checked before any work)."
+
 OptionList = Annotated[
     list[str] | None,
-    typer.Option("-o", "--option", help="Adapter option key=value (repeatable)."),
+    typer.Option("-o", "--option", metavar="KEY=VALUE", help="Adapter option (repeatable)."),
 ]
+# Choices shown in --help; the same values as rmis.evaluate.SUITES / COMPAT_MODES,
+# rmis.extract.PRECISIONS and rmis.data.specs.PROTOCOLS (a test keeps them equal)
+Suite = Literal["synth", "rmis"]
+BoardSuite = Literal["auto", "rmis", "synth", "manifest"]
+BoardFormat = Literal["table", "markdown", "csv", "html"]
+Precision = Literal["fp32", "fp16", "bf16"]
+Compat = Literal["none", "rmis-official"]
+Protocol = Literal[
+    "fd",
+    "fd-official-split",
+    "dcase2020",
+    "dcase2021",
+    "dcase2022",
+    "dcase2023",
+    "dcase2024",
+    "dcase2025",
+]
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated ``--datasets`` value as names, blanks dropped and each name once
+    (first occurrence kept, order kept); None when empty."""
+    if not text:
+        return None
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    return names or None
 
 
 @app.command("eval")
 @_user_errors
 def eval_(
     model: Annotated[str, typer.Argument(help="Encoder name (see `rmis list models`).")],
-    suite: Annotated[str, typer.Option("--suite", help="synth | rmis.")] = "rmis",
+    suite: Annotated[Suite, typer.Option("--suite", help="Built-in suite.")] = "rmis",
     datasets: Annotated[
         str | None, typer.Option("--datasets", help="Comma-separated subset of the suite.")
     ] = None,
@@ -231,6 +396,14 @@ def eval_(
     test_size: Annotated[
         float, typer.Option("--test-size", help="Test fraction of groups (manifest).")
     ] = 0.5,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Dataset name of the manifest's results (default: the CSV's stem plus a short "
+            "hash of its absolute path, e.g. data-3f9a1c).",
+        ),
+    ] = None,
     data_root: Annotated[
         Path | None,
         typer.Option("--data-root", envvar="RMIS_DATA_ROOT", help="Folder of RMIS datasets."),
@@ -243,13 +416,18 @@ def eval_(
         str | None, typer.Option("--checkpoint", help="Weights: file, hub id or URL.")
     ] = None,
     option: OptionList = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 ...")] = "cpu",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 | fp16 | bf16 (GPU).")] = (
-        "fp32"
-    ),
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
+    precision: Annotated[
+        Precision, typer.Option("--precision", help="fp16 and bf16 need a GPU.")
+    ] = "fp32",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows per batch.")] = 32,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=0, help="Decoding worker processes.")
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Decoding worker processes (default: one per spare core, at most 4; 0: none).",
+        ),
     ] = None,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Sealed-split runs.")] = 10,
     results_dir: Annotated[
@@ -262,19 +440,23 @@ def eval_(
     skip_bad_files: Annotated[
         bool, typer.Option("--skip-bad-files", help="List bad files in the result, go on.")
     ] = False,
+    recompute: Annotated[
+        bool,
+        typer.Option("--recompute", help="Ignore cached embeddings of this run and replace them."),
+    ] = False,
     compat: Annotated[
-        str,
+        Compat,
         typer.Option(
-            "--compat", help="none | rmis-official (reproduce the official harness's quirks)."
+            "--compat",
+            help="rmis-official: reproduce the official harness's input quirks and its "
+            "2-decimal rounding of runs, machines and subsets.",
         ),
     ] = "none",
-    dataset_dir: Annotated[
-        list[str] | None,
-        typer.Option("--dataset-dir", help="NAME=PATH: a dataset's folder (repeatable)."),
-    ] = None,
+    dataset_dir: DatasetDirs = None,
 ) -> None:
     """Evaluate an encoder: extract (or reuse cached) embeddings, score every dataset, write
-    one result JSON per dataset (`RESULTS/<model>/<dataset>.json`) and print the table.
+    one result JSON per dataset (`RESULTS/<model>/<config id>/<dataset>.json`, with a
+    `run.json` describing the configuration) and print the table.
 
     `--suite synth` runs offline on the built-in synthetic suite (generated on first use);
     `--suite rmis --data-root DIR` runs the RMIS datasets found in DIR; `--manifest DATA.csv`
@@ -296,22 +478,39 @@ def eval_(
         evaluate_dataset,
         manifest_dataset,
         parse_folders,
+        preflight_dataset,
         resolve_suite,
+        run_config,
     )
+    from rmis.extract import check_precision
     from rmis.progress import FilesPerSecond
 
     options = parse_options(option)
-    cache = cache_dir or default_cache_dir()
-    names = [d.strip() for d in datasets.split(",")] if datasets else None
-    missing: dict[str, str] = {}
-    if manifest is not None:
-        todo = [manifest_dataset(manifest, test_size)]
-        suite = "manifest"
-    else:
-        todo, missing = resolve_suite(
-            suite, names, cache, data_root, dcase_gt, parse_folders(dataset_dir)
-        )
     compat_settings(model, "", compat)  # validates the mode before any work
+    check_precision(precision, device)
+    cache = cache_dir or default_cache_dir()
+    names = _names(datasets)
+    missing: dict[str, str] = {}
+    if manifest is None and name is not None:
+        raise RMISError("--name names a --manifest dataset; use it with --manifest DATA.csv")
+    # datasets are listed (the synthetic suite generated on first use) and checked before any
+    # file is decoded: a spinner from the first second, a line per generated dataset
+    with err_console.status("reading the datasets") as status:
+
+        def report(text: str) -> None:
+            err_console.print(text, highlight=False)
+            status.update(text)
+
+        if manifest is not None:
+            todo = [manifest_dataset(manifest, test_size, name)]
+            suite = "manifest"
+        else:
+            todo, missing = resolve_suite(
+                suite, names, cache, data_root, dcase_gt, parse_folders(dataset_dir), report
+            )
+        status.update("checking the datasets against the protocol")
+        for ds in todo:  # every dataset's scoring checks, before anything is decoded or embedded
+            preflight_dataset(ds, runs)
     encoders: dict[str, Any] = {}
 
     def encoder_for(opts: dict[str, Any]) -> Any:
@@ -321,6 +520,7 @@ def eval_(
         return encoders[key]
 
     encoder_for(options)  # fail early on a bad model, checkpoint or option
+    config = run_config(encoder_for(options), options, compat, precision, runs, checkpoint)
     results = []
     columns = (
         TextColumn("{task.description}"),
@@ -352,9 +552,18 @@ def eval_(
                     device=device,
                     input_rate=input_rate,
                     compat=compat,
+                    config=config,
+                    recompute=recompute,
                 )
             )
     _print_eval(model, suite, results, missing, results_dir)
+
+
+def _fmt_std(result: dict[str, Any]) -> str:
+    """The std column: 2 decimals; "-" for a single run (undefined); empty for AD."""
+    if result.get("std") is not None:
+        return f"{result['std']:.2f}"
+    return "-" if result.get("runs") else ""
 
 
 def _print_eval(
@@ -366,9 +575,15 @@ def _print_eval(
 ) -> None:
     from rmis.evaluate import suite_overall
 
-    table = Table(title=f"{model} on {suite}")
+    table = _table(f"{model} on {suite}")
     for col in ("dataset", "task", "protocol", "score", "± std", "files", "embedded", "s"):
-        table.add_column(col, justify="right" if col not in ("dataset", "task") else "left")
+        table.add_column(
+            col,
+            justify="right" if col not in ("dataset", "task", "protocol") else "left",
+            no_wrap=col in ("task", "score", "± std", "files", "s"),
+            overflow="fold",
+            ratio=2 if col == "dataset" else 1 if col in ("protocol", "embedded") else None,
+        )
     for r in results:
         prov = r["provenance"]
         table.add_row(
@@ -376,7 +591,7 @@ def _print_eval(
             r["task"].upper(),
             r["protocol"],
             f"{r['score']:.2f}",
-            f"{r['std']:.2f}" if r.get("runs") else "",
+            _fmt_std(r),
             str(r["n_files"]),
             f"{prov['files_embedded']} new",
             f"{prov['seconds_total']:.1f}",
@@ -398,9 +613,15 @@ def _print_eval(
             parts.append(f"{label} {value:.2f}" if value is not None else f"{label} -")
         note = "" if complete else f" (partial: {len(overall.missing)} datasets missing)"
         console.print(f"[bold]{suite}[/]: " + ", ".join(parts) + note, highlight=False)
-    console.print(
-        f"results written under {results_dir / results[0]['model']['name']}", highlight=False
-    )
+    if results:
+        first = results[0]
+        folder = results_dir / first["model"]["name"] / first["provenance"]["config_id"]
+        console.print(
+            f"results written under {folder} (configuration "
+            f"{first['provenance']['config_id']}, described in {folder / 'run.json'})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -412,20 +633,33 @@ def embed(
     window_seconds: Annotated[
         float, typer.Option("--window-seconds", min=0.01, help="Window length in seconds.")
     ] = 10.0,
-    checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Weights.")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Weights: file, hub id or URL.")
+    ] = None,
     option: OptionList = None,
-    device: Annotated[str, typer.Option("--device")] = "cpu",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Windows per forward pass.")
+    ] = 32,
 ) -> None:
     """Embed arbitrary files with the benchmark's windowing (one vector per file)."""
     from rmis.encoders import load_encoder, parse_options
     from rmis.extract import FileItem, extract
     from rmis.io import atomic_write_bytes
 
+    absent = [str(f) for f in files if not f.is_file()]
+    if absent:
+        raise RMISError(
+            f"audio file {absent[0]!r} not found"
+            + (f" (and {len(absent) - 1} more files)" if len(absent) > 1 else "")
+        )
+    seen: set[str] = set()
+    for f in files:
+        if str(f) in seen:
+            raise RMISError(f"file {str(f)!r} is given more than once")
+        seen.add(str(f))
     encoder = load_encoder(model, checkpoint=checkpoint, device=device, **parse_options(option))
     items = [FileItem(str(f), str(f)) for f in files]
-    if len({i.id for i in items}) != len(items):
-        raise RMISError("a file is given more than once")
     res = extract(
         items, encoder, window_seconds=window_seconds, batch_size=batch_size, num_workers=0
     )
@@ -436,28 +670,53 @@ def embed(
     buf = io.BytesIO()
     np.savez(buf, **res.embeddings)
     atomic_write_bytes(out, buf.getvalue())
-    dim = next(iter(res.embeddings.values())).shape[0]
-    console.print(
-        f"{len(res.embeddings)} embeddings of dimension {dim} written to {out}", highlight=False
-    )
+    by_dim: dict[int, list[str]] = {}
+    for fid, vec in res.embeddings.items():
+        by_dim.setdefault(int(vec.shape[0]), []).append(fid)
+    if len(by_dim) == 1:
+        console.print(
+            f"{len(res.embeddings)} embeddings of dimension {next(iter(by_dim))} written to {out}",
+            highlight=False,
+        )
+    else:  # a native-rate encoder's size can depend on the rate
+        console.print(
+            f"{len(res.embeddings)} embeddings written to {out}, of different dimensions "
+            f"(files at different sample rates?): "
+            + "; ".join(
+                f"dimension {d}: {', '.join(ids[:5])}"
+                + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+                for d, ids in by_dim.items()
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("check-model")
 @_user_errors
 def check_model(
     model: Annotated[str, typer.Argument(help="Encoder name.")],
-    checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Weights.")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Weights: file, hub id or URL.")
+    ] = None,
     option: OptionList = None,
-    device: Annotated[str, typer.Option("--device")] = "cpu",
-    seconds: Annotated[float, typer.Option("--seconds", help="Window length to test.")] = 1.0,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
+    window_seconds: Annotated[
+        float, typer.Option("--window-seconds", min=0.01, help="Window length to test (s).")
+    ] = 1.0,
+    seconds: Annotated[
+        float | None, typer.Option("--seconds", min=0.01, hidden=True)  # old name
+    ] = None,
 ) -> None:
     """Check an adapter on short random inputs at several rates: shape, dtype, determinism,
     batch-size independence and NaN-freedom. Exits 1 if a check fails."""
     from rmis.checks import check_encoder
     from rmis.encoders import load_encoder, parse_options
 
+    if seconds is not None:
+        window_seconds = seconds
     encoder = load_encoder(model, checkpoint=checkpoint, device=device, **parse_options(option))
-    rows = check_encoder(encoder, seconds=seconds)
+    rows = check_encoder(encoder, seconds=window_seconds)
     table = Table(title=f"check-model {model}")
     for col in ("rate (Hz)", "check", "result", "detail"):
         table.add_column(col)
@@ -474,9 +733,14 @@ def list_models() -> None:
     """Registered encoders and their metadata."""
     from rmis.encoders import list_encoders
 
-    table = Table(title="rmis encoders")
-    for col in ("name", "family", "variant", "params (M)", "input rate", "embedding", "weights"):
-        table.add_column(col, min_width=12 if col == "name" else None)
+    table = _table("rmis encoders")
+    for col in ("name", "family", "variant", "params\n(M)", "input\nrate", "embedding", "weights"):
+        table.add_column(
+            col,
+            no_wrap=col == "name",
+            overflow="fold",
+            ratio=1 if col in ("embedding", "weights") else None,
+        )
     for i in list_encoders():
         rate = "native" if i.sample_rate is None else f"{i.sample_rate} Hz"
         params = "" if i.params_millions is None else f"{i.params_millions:g}"
@@ -502,18 +766,18 @@ def list_datasets(
     """The 19 RMIS datasets, their protocol settings and whether they are under the data root."""
     from rmis.data.specs import DATASETS
 
-    table = Table(title="RMIS datasets" + (f" under {data_root}" if data_root else ""))
+    table = _table("RMIS datasets" + (f" under {data_root}" if data_root else ""))
     for col in (
         "dataset",
         "task",
         "modality",
-        "rate (Hz)",
-        "window (s)",
+        "rate\n(Hz)",
+        "window\n(s)",
         "split",
         "classes",
         "found",
     ):
-        table.add_column(col, min_width=14 if col == "dataset" else None)
+        table.add_column(col, no_wrap=col in ("dataset", "modality"), overflow="fold")
     for spec in DATASETS.values():
         split = (
             f"sealed {spec.test_size}"
@@ -547,62 +811,101 @@ def leaderboard(
     results_dir: Annotated[
         Path, typer.Option("--results-dir", help="Where `rmis eval` wrote results.")
     ] = Path("results"),
-    suite: Annotated[str, typer.Option("--suite", help="rmis | synth.")] = "rmis",
-    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | html.")] = "table",
-    out: Annotated[Path | None, typer.Option("--out", help="Write the board here.")] = None,
+    suite: Annotated[
+        BoardSuite,
+        typer.Option(
+            "--suite",
+            help="auto: one board per suite found in the results folder; manifest: every "
+            "non-RMIS, non-synth dataset found.",
+        ),
+    ] = "auto",
+    datasets: Annotated[
+        str | None,
+        typer.Option(
+            "--datasets",
+            help="Comma-separated: one board over exactly these datasets (AD/FD/overall are "
+            "the means of its own AD/FD datasets).",
+        ),
+    ] = None,
+    fmt: Annotated[
+        BoardFormat,
+        typer.Option("--format", help="table: plain text with --out; html: a complete page."),
+    ] = "table",
+    out: Annotated[Path | None, typer.Option("--out", help="Write the board(s) here.")] = None,
     figures_dir: Annotated[
         Path | None, typer.Option("--figures-dir", help="Figures (default RESULTS/figures).")
     ] = None,
 ) -> None:
-    """Paper rows and measured rows side by side, sorted by RMIS; also writes the figures
-    score-vs-parameters (paper Fig. 1) and the per-dataset rank heatmap (Fig. 5), PNG + SVG."""
+    """One row per (model, configuration), paper rows beside measured rows on the rmis board,
+    sorted by RMIS; also writes per board the figures score-vs-parameters (paper Fig. 1) and
+    the per-dataset rank heatmap (Fig. 5), PNG + SVG, as `FIGURES/<board>_*.{png,svg}`."""
     from rmis.io import atomic_write_text
     from rmis.leaderboard import (
-        MEASURED_SOURCE,
-        format_board,
+        FORMATS,
+        find_boards,
+        format_boards,
         plot_rank_heatmap,
         plot_score_vs_params,
-        suite_datasets,
+        read_results,
+        summary_rows,
     )
     from rmis.leaderboard import (
         leaderboard as build,
     )
 
-    board = build(results_dir, suite)
-    if board.empty:
-        raise RMISError(f"no results for the {suite} suite under {results_dir}; run `rmis eval`")
-    ad, fd = suite_datasets(suite)
-    if fmt == "table":
-        table = Table(title=f"{suite} leaderboard")
-        cols = ["model", "source", "params (M)", "AD", "FD", "RMIS", "Δ paper", "datasets"]
-        for col in cols:
-            table.add_column(col)
-        for r in board.itertuples():
-            have = sum(pd_notna(getattr(r, n)) for n in (*ad, *fd))
-            delta = getattr(r, "delta_rmis", float("nan"))
-            table.add_row(
-                f"{r.family} {r.variant}",
-                "[bold cyan]measured[/]" if r.source == MEASURED_SOURCE else "paper",
-                _fmt(r.params_millions, "{:g}"),
-                _fmt(r.ad_mean),
-                _fmt(r.fd_mean),
-                _fmt(r.rmis),
-                _fmt(delta, "{:+.2f}"),
-                f"{have}/{len(ad) + len(fd)}",
+    if fmt not in FORMATS:
+        raise RMISError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not results_dir.is_dir():
+        raise RMISError(
+            f"no results folder {str(results_dir)!r}: run `rmis eval MODEL ...` first, or point "
+            "--results-dir at the folder it wrote"
+        )
+    names = _names(datasets)
+    boards = []
+    results = read_results(results_dir)
+    for b in find_boards(results_dir, suite, names):
+        df = build(results_dir, b, results)
+        if df.empty:
+            raise RMISError(
+                f"no results for the {b.name} board under {results_dir}; run `rmis eval` first"
             )
-        console.print(table)
-        text = None
-    else:
-        text = format_board(board, suite, fmt)
-        if out is None:
-            typer.echo(text, nl=False)
+        boards.append((b, df))
+    if fmt == "table":
+        for b, df in boards:
+            header, rows = summary_rows(df, b)
+            table = _table(f"{b.name} leaderboard" if b.name != "custom" else "leaderboard")
+            table.caption = "params in millions; sets: datasets scored / on the board"
+            for i, col in enumerate(header):
+                table.add_column(
+                    col, no_wrap=i != 0, overflow="fold", justify="left" if i < 2 else "right"
+                )
+            for cells in rows:
+                if cells[1] == "measured":
+                    cells[1] = "[bold cyan]measured[/]"
+                table.add_row(*cells)
+            console.print(table)
+            if b.note or b.name == "custom":
+                console.print(
+                    ("datasets: " + ", ".join(b.datasets) + ". " if b.name == "custom" else "")
+                    + b.note,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+    text = format_boards(boards, fmt)
+    if out is None and fmt != "table":
+        typer.echo(text, nl=False)
     if out is not None:
-        atomic_write_text(out, text if text is not None else format_board(board, suite, "csv"))
+        atomic_write_text(out, text)
         console.print(f"leaderboard written to {out}", highlight=False)
     figs = figures_dir or results_dir / "figures"
-    written = plot_score_vs_params(board, figs / f"{suite}_score_vs_params")
-    written += plot_rank_heatmap(board, (*ad, *fd), figs / f"{suite}_rank_heatmap")
-    err_console.print("figures: " + ", ".join(str(p) for p in written), highlight=False)
+    written = []
+    for b, df in boards:
+        title = f"{b.name} board" + (": " + ", ".join(b.datasets) if b.name == "custom" else "")
+        written += plot_score_vs_params(df, figs / f"{b.name}_score_vs_params", title)
+        written += plot_rank_heatmap(df, b.datasets, figs / f"{b.name}_rank_heatmap")
+    err_console.print(
+        "figures: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True
+    )
 
 
 def _suite_for_curves(
@@ -615,21 +918,41 @@ def _suite_for_curves(
 ) -> list[Any]:
     from rmis.evaluate import parse_folders, resolve_suite
 
-    names = [d.strip() for d in datasets.split(",")] if datasets else None
+    names = _names(datasets)
     return resolve_suite(suite, names, cache, data_root, dcase_gt, parse_folders(dataset_dir))[0]
 
 
-CurveSuite = Annotated[str, typer.Option("--suite", help="synth | rmis.")]
-CurveDatasets = Annotated[str | None, typer.Option("--datasets", help="Comma-separated.")]
-CurveResults = Annotated[Path, typer.Option("--results-dir", help="Where results are.")]
-CurveCache = Annotated[Path | None, typer.Option("--cache-dir", envvar="RMIS_CACHE_DIR")]
-CurveRuns = Annotated[int, typer.Option("--runs", min=1, help="Runs per test size.")]
+CurveSuite = Annotated[Suite, typer.Option("--suite", help="The suite `rmis eval` ran.")]
+CurveDatasets = Annotated[
+    str | None, typer.Option("--datasets", help="Comma-separated subset of the suite.")
+]
+CurveResults = Annotated[
+    Path, typer.Option("--results-dir", help="Where `rmis eval` wrote results.")
+]
+CurveCache = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        envvar="RMIS_CACHE_DIR",
+        help="The cache `rmis eval` used (its embeddings are read, never recomputed).",
+    ),
+]
+CurveRuns = Annotated[int, typer.Option("--runs", min=1, help="Sealed-split runs per test size.")]
+BandRuns = Annotated[
+    int, typer.Option("--runs", min=1, help="Sealed-split runs per number of sub-bands.")
+]
 
 
 @app.command("split-curve")
 @_user_errors
 def split_curve(
-    models: Annotated[list[str], typer.Argument(help="One or more evaluated models.")],
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="One or more evaluated models; MODEL@CONFIGID picks one configuration of a "
+            "model evaluated in several."
+        ),
+    ],
     suite: CurveSuite = "rmis",
     datasets: CurveDatasets = None,
     results_dir: CurveResults = Path("results"),
@@ -682,12 +1005,18 @@ def split_curve(
 @app.command("band-curve")
 @_user_errors
 def band_curve_cmd(
-    model: Annotated[str, typer.Argument(help="An evaluated FISHER-style model.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="An evaluated FISHER-style model (MODEL@CONFIGID if it has several "
+            "configurations)."
+        ),
+    ],
     suite: CurveSuite = "rmis",
     datasets: CurveDatasets = None,
     results_dir: CurveResults = Path("results"),
     cache_dir: CurveCache = None,
-    runs: CurveRuns = 10,
+    runs: BandRuns = 10,
     data_root: DataRoot = None,
     dataset_dir: DatasetDirs = None,
     dcase_gt: DcaseGt = None,
@@ -741,8 +1070,16 @@ def data_table(
 
     get_dataset(dataset)
     folder = dataset_folder(dataset, data_root, parse_folders(dataset_dir))
-    if folder is None or not folder.is_dir():
-        raise RMISError(f"dataset {dataset!r} not found at {folder} (give --data-root DIR)")
+    if folder is None:
+        raise RMISError(
+            f"no data root: give --data-root DIR (the folder holding {dataset}/) or "
+            f"--dataset-dir {dataset}=PATH"
+        )
+    if not folder.is_dir():
+        raise RMISError(
+            f"dataset {dataset!r} not found: no folder {str(folder)!r} (check --data-root, or "
+            f"give --dataset-dir {dataset}=PATH)"
+        )
     table = dataset_table(dataset, folder, dcase_gt).drop(columns="path")
     atomic_write_text(out, table.to_csv(index=False))
     console.print(f"{len(table)} rows written to {out}", highlight=False)
@@ -766,12 +1103,12 @@ def data_check(
     from rmis.datacheck import check_root
     from rmis.evaluate import parse_folders
 
-    names = [d.strip() for d in datasets.split(",")] if datasets else None
+    names = _names(datasets)
     checks = check_root(data_root, parse_folders(dataset_dir), dcase_gt, names)
     if as_json:
         typer.echo(json.dumps([c.to_json() for c in checks], indent=2))
     else:
-        table = Table(title="rmis data check" + (f" of {data_root}" if data_root else ""))
+        table = _table("rmis data check" + (f" of {data_root}" if data_root else ""))
         for col in (
             "dataset",
             "found",
@@ -782,7 +1119,12 @@ def data_check(
             "sealable",
             "problems",
         ):
-            table.add_column(col, min_width=14 if col == "dataset" else None)
+            table.add_column(
+                col,
+                no_wrap=col in ("dataset", "found", "sealable"),
+                overflow="fold",
+                ratio=2 if col in ("classes/groups", "problems") else None,
+            )
         for c in checks:
             if c.classes:
                 cls = ", ".join(f"{k} {v['files']}/{v['groups']}" for k, v in c.classes.items())

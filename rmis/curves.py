@@ -2,12 +2,13 @@
 and FISHER's score vs the number of low-frequency sub-bands kept (paper Figure 6).
 
 Both start from ``rmis eval`` result files: a result names its embedding-cache key, and the
-dataset's metadata table is rebuilt by the same loader ``rmis eval`` used.
+dataset's metadata table is rebuilt by the same loader ``rmis eval`` used. A model given as
+``MODEL`` resolves to its single configuration under the results folder; ``MODEL@CONFIGID``
+picks one when it has several.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,77 @@ from rmis.protocol.fd import FDEvaluator
 from rmis.scoring import score_table
 
 
-def load_result(results_dir: Path, model: str, dataset: str) -> dict[str, Any]:
-    path = Path(results_dir) / model / f"{dataset}.json"
-    if not path.is_file():
+def model_results(results_dir: Path, model: str) -> dict[str, dict[str, Any]]:
+    """``{dataset: result}`` of one configuration of a model: ``MODEL`` (its only
+    configuration) or ``MODEL@CONFIGID``."""
+    from rmis.leaderboard import config_label, model_configs, read_results
+
+    name, _, wanted = model.partition("@")
+    results = read_results(results_dir)
+    configs = model_configs(results, name)
+    if not configs:
         raise RMISError(
-            f"no result for model {model!r} on {dataset!r} at {path}; run `rmis eval {model}` first"
+            f"no results of model {name!r} under {results_dir}; run `rmis eval {name}` (with "
+            "this --results-dir) first"
         )
-    return json.loads(path.read_text())
+    listing = "; ".join(f"{name}@{c} ({config_label(cfg)})" for c, cfg in sorted(configs.items()))
+    if wanted and wanted not in configs:
+        raise RMISError(
+            f"model {name!r} has no configuration {wanted!r} under {results_dir}; it has: {listing}"
+        )
+    if not wanted:
+        if len(configs) > 1:
+            raise RMISError(
+                f"model {name!r} has {len(configs)} configurations under {results_dir}: "
+                f"{listing}; name one as MODEL@CONFIGID"
+            )
+        wanted = next(iter(configs))
+    return {
+        r["dataset"]: r
+        for r in results
+        if r["model"].get("name") == name and r["_config_id"] == wanted
+    }
+
+
+def load_result(
+    results_dir: Path, model: str, dataset: str, found: dict[str, dict] | None = None
+) -> dict[str, Any]:
+    """The result of ``model`` (``MODEL`` or ``MODEL@CONFIGID``) on ``dataset`` (from
+    ``found``, the model's :func:`model_results`, when given)."""
+    if found is None:
+        found = model_results(results_dir, model)
+    found = found.get(dataset)
+    if found is None:
+        raise RMISError(
+            f"no result for model {model!r} on {dataset!r} under {results_dir}; run "
+            f"`{eval_command(model.partition('@')[0], dataset)}` first"
+        )
+    return found
+
+
+def eval_command(model: str, dataset: str, config: dict[str, Any] | None = None) -> str:
+    """The ``rmis eval`` command line that (re)computes ``model`` on ``dataset``: its suite
+    and, from a run ``config``, the options that made its results (weights, ``-o``, compat,
+    precision)."""
+    from rmis.leaderboard import suite_of
+
+    suite = suite_of(dataset)
+    parts = ["rmis eval", model]
+    if suite == "synth":
+        parts.append(f"--suite synth --datasets {dataset}")
+    elif suite == "rmis":
+        parts.append(f"--suite rmis --datasets {dataset} --data-root DIR")
+    else:
+        parts.append(f"--manifest DATA.csv --name {dataset}")
+    cfg = config or {}
+    if cfg.get("checkpoint"):
+        parts.append(f"--checkpoint {cfg['checkpoint']}")
+    parts += [f"-o {k}={v}" for k, v in (cfg.get("options") or {}).items()]
+    if (cfg.get("compat") or "none") != "none":
+        parts.append(f"--compat {cfg['compat']}")
+    if (cfg.get("precision") or "fp32") != "fp32":
+        parts.append(f"--precision {cfg['precision']}")
+    return " ".join(parts)
 
 
 def cached_embeddings(result: dict[str, Any], cache_dir: Path) -> dict[str, np.ndarray]:
@@ -40,19 +105,23 @@ def cached_embeddings(result: dict[str, Any], cache_dir: Path) -> dict[str, np.n
     if not emb:
         raise RMISError(
             f"no cached embeddings of {model!r} on {dataset!r} in {folder}; rerun "
-            f"`rmis eval {model}` with the same --cache-dir"
+            f"`{eval_command(model, dataset, result.get('_config'))}` with the same --cache-dir"
         )
     return emb
 
 
-def _aligned(ds: EvalDataset, emb: dict[str, np.ndarray], skipped) -> tuple[pd.DataFrame, Any]:
+def _aligned(
+    ds: EvalDataset, emb: dict[str, np.ndarray], result: dict[str, Any]
+) -> tuple[pd.DataFrame, Any]:
+    model, config = result["model"]["name"], result.get("_config")
     meta = ds.table.drop(columns="path")
-    meta = meta[~meta["file"].isin(skipped)]
+    meta = meta[~meta["file"].isin(result["skipped_files"])]
     missing = [f for f in meta["file"] if f not in emb]
     if missing:
         raise RMISError(
             f"{ds.name}: {len(missing)} files have no cached embedding (e.g. "
-            f"{missing[:3]}); the dataset changed since `rmis eval`: rerun it"
+            f"{missing[:3]}); the dataset changed since `rmis eval`: rerun "
+            f"`{eval_command(model, ds.name, config)}`"
         )
     return meta, np.stack([emb[f] for f in meta["file"]])
 
@@ -66,12 +135,13 @@ def split_curves(
 ) -> dict[str, Any]:
     """Curves, areas and the fixed-split scores of every (model, sealed FD dataset)."""
     out: dict[str, Any] = {"curves": {}, "areas": {}, "fixed": {}}
+    resolved = {model: model_results(results_dir, model) for model in models}
     for ds in datasets:
         if not ds.spec.sealed:
             continue
         for model in models:
-            res = load_result(results_dir, model, ds.name)
-            meta, x = _aligned(ds, cached_embeddings(res, cache_dir), res["skipped_files"])
+            res = load_result(results_dir, model, ds.name, resolved[model])
+            meta, x = _aligned(ds, cached_embeddings(res, cache_dir), res)
             ev = FDEvaluator(
                 x,
                 list(meta["file"]),
@@ -151,15 +221,16 @@ def band_curve(
     """Score vs the number of low-frequency sub-bands kept (one extraction: the embedding of
     the first ``b`` bands is the first ``b * band_dim`` values of the full one)."""
     rows = []
+    resolved = model_results(results_dir, model)
     for ds in datasets:
-        res = load_result(results_dir, model, ds.name)
+        res = load_result(results_dir, model, ds.name, resolved)
         band_dim = res["model"].get("band_dim")
         if not band_dim:
             raise RMISError(
                 f"{model!r} has no sub-band embedding layout (band_dim); the band "
                 "curve applies to FISHER-style encoders"
             )
-        meta, x = _aligned(ds, cached_embeddings(res, cache_dir), res["skipped_files"])
+        meta, x = _aligned(ds, cached_embeddings(res, cache_dir), res)
         n_bands = x.shape[1] // band_dim
         for b in range(1, n_bands + 1):
             part = x[:, : b * band_dim]

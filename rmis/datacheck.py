@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from rmis.data.specs import DATASETS
+from rmis.data.specs import DATASETS, closest
 from rmis.errors import RMISError
 from rmis.evaluate import dataset_folder, dataset_table
 
@@ -125,7 +125,27 @@ def check_root(
     dcase_gt: Path | None = None,
     names: list[str] | None = None,
 ) -> list[DatasetCheck]:
-    """:func:`check_dataset` for every (or the named) RMIS dataset."""
+    """:func:`check_dataset` for every (or the named) RMIS dataset; with no ``data_root``,
+    the datasets of ``folders`` (``--dataset-dir``).
+
+    Raises:
+        RMISError: neither a data root nor a dataset folder is given (nothing to check), or an
+            unknown dataset name.
+    """
+    if data_root is None and not folders:
+        raise RMISError(
+            "give --data-root DIR (the folder holding one folder per dataset, see `rmis list "
+            "datasets`) or --dataset-dir NAME=PATH; `rmis data download-help` says where to "
+            "get the data"
+        )
+    if names:
+        unknown = [n for n in names if n not in DATASETS]
+        if unknown:
+            raise RMISError(
+                f"unknown dataset {unknown[0]!r}: {closest(unknown[0], list(DATASETS))}"
+            )
+    elif data_root is None:
+        names = list(folders)
     return [
         check_dataset(n, dataset_folder(n, data_root, folders), dcase_gt)
         for n in (names or list(DATASETS))

@@ -17,9 +17,11 @@ names a module, imported on first use, or a callable, called once).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -153,9 +155,11 @@ def load_encoder(
         **options: adapter options (``-o key=value`` on the command line).
 
     Raises:
-        RMISError: unknown name or an option the adapter does not take.
+        RMISError: unknown name, an option the adapter does not take, a checkpoint for an
+            adapter without weights, or a device that is unknown or not available here.
     """
     info = get_encoder_info(name)
+    device = check_device(device)
     params = inspect.signature(info.factory).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     accepted = [p for p in params if p not in ("checkpoint", "self")]
@@ -165,14 +169,153 @@ def load_encoder(
             f"model {name!r} does not take option(s) {unknown}; it takes: "
             + (", ".join(accepted) or "no options")
         )
+    if checkpoint is not None and "checkpoint" not in params and not takes_any:
+        raise RMISError(
+            f"{name} takes no checkpoint (it has no weights to load); drop --checkpoint"
+        )
     kwargs = dict(options)
     if checkpoint is not None or "checkpoint" in params:
         kwargs["checkpoint"] = checkpoint
     encoder = info.factory(**kwargs)
     encoder.info = info
     encoder = encoder.to(device).eval()
-    encoder.__dict__["_placed_on"] = torch.device(device)  # parameter-free encoders too
+    encoder.__dict__["_placed_on"] = device  # parameter-free encoders too
     return encoder
+
+
+def available_devices() -> list[str]:
+    """Torch devices usable here: ``cpu``, then ``cuda:N`` per GPU and ``mps`` where present."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, checked before any work: a name torch knows and
+    a device present on this machine.
+
+    Raises:
+        RMISError: unknown name (``gpu``) or a device this machine or PyTorch build lacks; the
+            message names the devices that are available.
+    """
+    have = ", ".join(available_devices())
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise RMISError(
+            f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or mps (available here: {have})"
+        ) from None
+    if dev.type in ("cpu", "meta"):  # meta: shapes only, always there (tests, planning)
+        return dev
+    if dev.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            why = f"this PyTorch ({torch.__version__}) is a CPU-only build"
+        elif not torch.cuda.is_available():
+            why = "no CUDA GPU is visible"
+        elif dev.index is not None and dev.index >= torch.cuda.device_count():
+            why = f"there are {torch.cuda.device_count()} CUDA GPU(s)"
+        else:
+            return dev
+    else:
+        backend = getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None)
+        is_available = getattr(backend, "is_available", None)
+        if is_available is not None and is_available():
+            return dev
+        why = f"{dev.type} is not available on this machine"
+    raise RMISError(f"device {str(device)!r} cannot be used: {why}; available here: {have}")
+
+
+#: Modules whose code an adapter shares with other adapters (front ends, shared layers): a
+#: module-level import of one of them by an adapter module is part of the adapter's source hash.
+_SHARED_CODE_PREFIXES = ("rmis.models.", "rmis.frontends")
+_warned_no_source: set[str] = set()
+
+
+def adapter_source_sha256(encoder_or_class: Encoder | type) -> str:
+    """SHA-256 of the code that computes an encoder's embeddings (part of the cache key).
+
+    Hashed, by file content: the module defining the encoder's class and the modules of its
+    base classes up to (excluding) :class:`Encoder`, plus every module under ``rmis.models.``
+    or ``rmis.frontends`` that those modules reference at module level (an imported module,
+    function or class; followed transitively). A class defined in ``__main__`` or in a module
+    without a source file contributes its own source (:func:`inspect.getsource`); where that
+    is unavailable too, only its qualified name (with a warning: edits to it are not seen).
+    """
+    cls = encoder_or_class if isinstance(encoder_or_class, type) else type(encoder_or_class)
+    classes = [c for c in cls.__mro__ if c is not Encoder and issubclass(c, Encoder)] or [cls]
+    pieces: dict[str, str] = {}
+    todo = []
+    for c in classes:
+        module = sys.modules.get(c.__module__)
+        if c.__module__ == "__main__" or _module_bytes(module) is None:
+            pieces[f"class {c.__module__}.{c.__qualname__}"] = _class_source_sha256(c)
+        else:
+            todo.append(module)
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module.__name__ in seen:
+            continue
+        seen.add(module.__name__)
+        text = _module_bytes(module)
+        if text is None:
+            pieces[f"module {module.__name__}"] = "no source"
+            _warn_no_source(module.__name__)
+            continue
+        pieces[f"module {module.__name__}"] = hashlib.sha256(text).hexdigest()
+        for value in list(vars(module).values()):
+            try:
+                name = value.__name__ if inspect.ismodule(value) else value.__module__
+            except Exception:  # noqa: BLE001 - objects without (or with odd) module names
+                continue
+            if (
+                isinstance(name, str)
+                and name.startswith(_SHARED_CODE_PREFIXES)
+                and name not in seen
+                and name in sys.modules
+            ):
+                todo.append(sys.modules[name])
+    blob = "\n".join(f"{k}\t{v}" for k, v in sorted(pieces.items()))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _module_bytes(module: Any) -> bytes | None:
+    """Content of a module's source file (None: no module, no file or unreadable)."""
+    if module is None:
+        return None
+    try:
+        path = inspect.getsourcefile(module) or getattr(module, "__file__", None)
+    except TypeError:  # built-in module
+        return None
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _class_source_sha256(cls: type) -> str:
+    try:
+        return hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()
+    except (OSError, TypeError):
+        _warn_no_source(f"{cls.__module__}.{cls.__qualname__}")
+        return f"no source: {cls.__module__}.{cls.__qualname__}"
+
+
+def _warn_no_source(what: str) -> None:
+    if what not in _warned_no_source:
+        _warned_no_source.add(what)
+        log.warning(
+            "no source code found for encoder code %s: cached embeddings cannot follow edits "
+            "of it (use --recompute after changing it, or define it in a module file)",
+            what,
+        )
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:

@@ -11,10 +11,14 @@ its metadata table (``file`` id, ``path`` on disk, and the protocol's columns). 
 
 from __future__ import annotations
 
+import datetime as _dt
+import hashlib
+import json
 import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from rmis.errors import RMISError
 from rmis.extract import EmbeddingCache, FileItem, cache_key, encoder_fingerprint, extract
 from rmis.io import atomic_write_json
 from rmis.provenance import RESULT_SCHEMA_VERSION, base_provenance
-from rmis.scoring import score_table
+from rmis.scoring import preflight, score_table
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,94 @@ def default_cache_dir() -> Path:
     return Path(base) / "rmis"
 
 
+#: Sealed-split runs of a default ``rmis eval``.
+DEFAULT_RUNS = 10
+#: The file beside a configuration's result files that says what the configuration is.
+RUN_FILE = "run.json"
+#: What goes into a configuration id: everything besides the dataset that can change a score.
+CONFIG_ID_FIELDS = ("weights_sha256", "revision", "options", "compat", "precision", "runs")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def run_config(
+    encoder: Any,
+    options: dict[str, Any],
+    compat: str = "none",
+    precision: str = "fp32",
+    runs: int = DEFAULT_RUNS,
+    checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """What a run configuration is: the model, its weights (``checkpoint`` as given, SHA-256,
+    revision), the user's adapter options (``-o``, sorted; not the per-dataset ``--compat``
+    ones), the compat mode, the precision and the number of sealed-split runs."""
+    info = encoder.info
+    return {
+        "model": info.name,
+        "family": info.family,
+        "variant": info.variant,
+        "checkpoint": checkpoint,
+        "weights_sha256": encoder.weights_sha256,
+        "revision": encoder.revision,
+        "options": {k: options[k] for k in sorted(options)},
+        "compat": compat,
+        "precision": precision,
+        "runs": runs,
+    }
+
+
+def config_id(cfg: dict[str, Any]) -> str:
+    """Short, stable id of a run configuration: the first 10 hex digits of the SHA-256 of the
+    canonical JSON of its :data:`CONFIG_ID_FIELDS` (results live in
+    ``RESULTS/<model>/<config id>/``)."""
+    fields = {k: cfg.get(k) for k in CONFIG_ID_FIELDS}
+    blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def config_differences(cfg: dict[str, Any]) -> list[str]:
+    """How a configuration differs from a plain ``rmis eval MODEL`` (``[]`` for the default)."""
+    out = []
+    if cfg.get("checkpoint"):
+        out.append(f"checkpoint={Path(str(cfg['checkpoint'])).name or cfg['checkpoint']}")
+    out += [f"{k}={v}" for k, v in (cfg.get("options") or {}).items()]
+    if (cfg.get("compat") or "none") != "none":
+        out.append(f"compat={cfg['compat']}")
+    if (cfg.get("precision") or "fp32") != "fp32":
+        out.append(f"precision={cfg['precision']}")
+    if cfg.get("runs") not in (None, DEFAULT_RUNS):
+        out.append(f"runs={cfg['runs']}")
+    return out
+
+
+def config_dir(results_dir: Path, cfg: dict[str, Any]) -> Path:
+    """``RESULTS/<model>/<config id>``: where a configuration's result files go."""
+    return Path(results_dir) / cfg["model"] / config_id(cfg)
+
+
+def write_run_file(folder: Path, cfg: dict[str, Any]) -> None:
+    """Write ``folder/run.json`` (atomically): the configuration, its id, the rmis version and
+    when it was first and last run."""
+    import rmis
+
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    created = now
+    try:
+        old = json.loads((folder / RUN_FILE).read_text())
+        if isinstance(old, dict) and old.get("config_id") == config_id(cfg):
+            created = old.get("created_utc") or now
+    except (OSError, ValueError):
+        pass
+    body = {
+        "kind": "run",
+        "config_id": config_id(cfg),
+        **cfg,
+        "rmis_version": rmis.__version__,
+        "created_utc": created,
+        "updated_utc": now,
+    }
+    atomic_write_json(folder / RUN_FILE, body)
+
+
 @dataclass(frozen=True)
 class EvalDataset:
     """One dataset ready for evaluation."""
@@ -80,16 +172,23 @@ class EvalDataset:
         return [FileItem(f, p) for f, p in zip(self.table["file"], self.table["path"], strict=True)]
 
 
-def synth_suite(names: list[str] | None, cache_dir: Path) -> list[EvalDataset]:
-    """The synthetic suite (generated into ``cache_dir/synth`` on first use)."""
+def synth_suite(
+    names: list[str] | None, cache_dir: Path, report: Callable[[str], None] | None = None
+) -> list[EvalDataset]:
+    """The synthetic suite (generated into ``cache_dir/synth`` on first use; ``report`` is told
+    before each dataset is generated, so a user sees progress from the first second)."""
     from rmis.data import synth
     from rmis.data.dcase import dcase_table
     from rmis.data.manifest import manifest_table
 
     chosen = _choose(names, list(synth.SYNTH_DATASETS), "synth")
     out = []
-    for name in chosen:
+    for i, name in enumerate(chosen, 1):
         spec = synth.SYNTH_DATASETS[name]
+        if report is not None and not synth._marker_ok(cache_dir / "synth" / name):
+            report(
+                f"generating {name} ({i}/{len(chosen)}; first use only) into {cache_dir / 'synth'}"
+            )
         root = synth.ensure(name, cache_dir / "synth")
         if spec.task == "ad":
             table = dcase_table(root, spec.year, machines=spec.machines)
@@ -166,10 +265,12 @@ def resolve_suite(
     data_root: Path | None = None,
     dcase_gt: Path | None = None,
     folders: dict[str, Path] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> tuple[list[EvalDataset], dict[str, str]]:
-    """The datasets of ``synth`` or ``rmis`` (those present), and the missing ones with why."""
+    """The datasets of ``synth`` or ``rmis`` (those present), and the missing ones with why
+    (``report``: told when the synthetic suite is being generated)."""
     if suite == "synth":
-        return synth_suite(names, cache_dir), {}
+        return synth_suite(names, cache_dir, report), {}
     if suite == "rmis":
         found, missing = rmis_suite(names, data_root, dcase_gt, folders)
         if not found:
@@ -182,13 +283,37 @@ def resolve_suite(
     raise RMISError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
 
 
-def manifest_dataset(manifest: Path, test_size: float) -> EvalDataset:
-    """A user dataset from a manifest (sealed splits, or its own ``split`` column)."""
+def manifest_name(manifest: Path, name: str | None = None) -> str:
+    """A manifest dataset's name: ``name`` (``--name``, checked), else the CSV's stem plus 6 hex
+    digits of the SHA-256 of its absolute path (``data-3f9a1c``), so that two ``data.csv`` in
+    different folders never share a result file."""
+    if name is not None:
+        from rmis.data.synth import SYNTH_DATASETS
+
+        if not _NAME_RE.match(name):
+            raise RMISError(
+                f"--name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a "
+                "letter or digit"
+            )
+        if name in DATASETS or name in SYNTH_DATASETS or name == Path(RUN_FILE).stem:
+            raise RMISError(
+                f"--name {name!r} is reserved (an RMIS or synth dataset, or the run file); "
+                "choose another name for your manifest"
+            )
+        return name
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(manifest).stem).strip("._-")[:48] or "manifest"
+    digest = hashlib.sha256(str(Path(manifest).resolve()).encode()).hexdigest()[:6]
+    return f"{stem}-{digest}"
+
+
+def manifest_dataset(manifest: Path, test_size: float, name: str | None = None) -> EvalDataset:
+    """A user dataset from a manifest (sealed splits, or its own ``split`` column), named by
+    :func:`manifest_name`."""
     from rmis.data.manifest import manifest_table
 
+    name = manifest_name(manifest, name)
     table = manifest_table(manifest)
-    rates = {_rate(p) for p in table["path"][:50]}
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(manifest).stem) or "manifest"
+    rates = {_rate(p) for p in table["path"]}  # headers only; files may differ in rate
     spec = DatasetSpec(
         name=name,
         task="fd",
@@ -201,6 +326,41 @@ def manifest_dataset(manifest: Path, test_size: float) -> EvalDataset:
         title=f"manifest {manifest}",
     )
     return EvalDataset(spec, table)
+
+
+def check_rate_dims(ds: EvalDataset, encoder: Any, input_rate: int | None = None) -> None:
+    """Before embedding a user dataset whose files differ in sample rate with a native-rate
+    encoder: probe the encoder's embedding size at each rate (one window of noise) and stop if
+    it differs, since vectors of different sizes cannot be compared. Files at several rates
+    are fine for an encoder with a fixed input rate (all are resampled to it) or one whose
+    size does not depend on the rate."""
+    if ds.spec.sample_rate or (input_rate or encoder.sample_rate) is not None:
+        return
+    import torch
+
+    first: dict[int, str] = {}
+    for f, p in zip(ds.table["file"], ds.table["path"], strict=True):
+        first.setdefault(_rate(p), f)
+    first.pop(0, None)  # unreadable: reported with its name when it is decoded
+    if len(first) < 2:
+        return
+    gen = torch.Generator().manual_seed(0)
+    dims = {}
+    for rate in sorted(first):
+        width = int(round(ds.spec.window_seconds * rate))
+        x = torch.randn(1, width, generator=gen).to(encoder.device)
+        with torch.inference_mode():
+            dims[rate] = int(encoder.embed(x, rate).shape[-1])
+    if len(set(dims.values())) > 1:
+        name = encoder.info.name
+        raise RMISError(
+            f"{ds.spec.title}: files at several sample rates ("
+            + ", ".join(f"{r} Hz e.g. {first[r]!r}" for r in sorted(first))
+            + f") and {name} reads each file at its own rate with an embedding size that "
+            "depends on it ("
+            + ", ".join(f"{d} at {r} Hz" for r, d in dims.items())
+            + "): resample the files to one rate"
+        )
 
 
 def _rate(path: str) -> int:
@@ -221,6 +381,20 @@ def _choose(names: list[str] | None, available: list[str], suite: str) -> list[s
     return list(names)
 
 
+def preflight_dataset(ds: EvalDataset, runs: int = 10) -> None:
+    """Every scoring check that needs no embedding (:func:`rmis.scoring.preflight`): call it
+    for every dataset before the first file is decoded, so an impossible request costs
+    nothing."""
+    preflight(
+        ds.table.drop(columns="path"),
+        ds.spec.protocol,
+        classes=list(ds.spec.classes) or None,
+        test_size=ds.spec.test_size or 0.5,
+        runs=runs,
+        where=ds.name,
+    )
+
+
 def evaluate_dataset(
     ds: EvalDataset,
     encoder: Any,
@@ -237,12 +411,20 @@ def evaluate_dataset(
     device: str = "cpu",
     input_rate: int | None = None,
     compat: str = "none",
+    config: dict[str, Any] | None = None,
+    recompute: bool = False,
 ) -> dict[str, Any]:
-    """Embed (or reuse) one dataset, score it and write ``results_dir/<model>/<dataset>.json``.
+    """Embed (or reuse) one dataset, score it and write
+    ``results_dir/<model>/<config id>/<dataset>.json`` and the configuration's ``run.json``.
 
     ``input_rate`` overrides the encoder's input rate and ``compat`` is recorded (see
-    :func:`compat_settings`)."""
+    :func:`compat_settings`). ``config`` is the run configuration (:func:`run_config` of the
+    user's options; by default that of ``options``). ``recompute`` ignores and replaces the
+    cached embeddings."""
+    if config is None:
+        config = run_config(encoder, options, compat, precision, runs)
     started = time.perf_counter()
+    check_rate_dims(ds, encoder, input_rate)
     items = ds.items()
     enc_fp = encoder_fingerprint(encoder, options)
     key, parts = cache_key(enc_fp, items, ds.spec.window_seconds, precision, input_rate)
@@ -261,6 +443,7 @@ def evaluate_dataset(
         skip_bad_files=skip_bad_files,
         progress=progress,
         input_rate=input_rate,
+        recompute=recompute,
     )
     meta = ds.table.drop(columns="path")
     if ext.skipped:
@@ -275,6 +458,7 @@ def evaluate_dataset(
         runs=runs,
         where=ds.name,
         device=device,
+        official_rounding=compat == "rmis-official",
     )
     info = encoder.info
     result = {
@@ -289,6 +473,7 @@ def evaluate_dataset(
             "params_millions": info.params_millions,
             "revision": encoder.revision,
             "weights_sha256": encoder.weights_sha256,
+            "adapter_sha256": enc_fp["adapter_sha256"],
             "options": enc_fp["options"],
             "band_dim": getattr(encoder, "band_dim", None),
             "band_bins": getattr(encoder, "band_bins", None),
@@ -303,6 +488,8 @@ def evaluate_dataset(
             "window_seconds": ds.spec.window_seconds,
             "precision": precision,
             "compat": compat,
+            "runs": runs,
+            "config_id": config_id(config),
             "input_rate": input_rate,
             "files_embedded": ext.computed,
             "files_reused_from_cache": ext.reused,
@@ -312,7 +499,9 @@ def evaluate_dataset(
             "seconds_total": round(time.perf_counter() - started, 3),
         },
     }
-    atomic_write_json(results_dir / model / f"{ds.name}.json", result)
+    folder = config_dir(results_dir, config)
+    atomic_write_json(folder / f"{ds.name}.json", result)
+    write_run_file(folder, config)
     return result
 
 
@@ -327,12 +516,17 @@ def suite_overall(suite: str, scores: dict[str, float]) -> tuple[Any, bool]:
 
 __all__ = [
     "EvalDataset",
+    "RUN_FILE",
     "SUITES",
+    "config_id",
     "default_cache_dir",
     "evaluate_dataset",
     "manifest_dataset",
+    "manifest_name",
+    "preflight_dataset",
     "resolve_suite",
     "rmis_suite",
+    "run_config",
     "suite_overall",
     "synth_suite",
 ]

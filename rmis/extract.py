@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+import zipfile
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -28,13 +29,35 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rmis.audio import PREPROCESSING_VERSION, load_windows
-from rmis.encoders import Encoder
+from rmis.encoders import Encoder, adapter_source_sha256
 from rmis.errors import RMISError
 from rmis.io import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_precision(precision: str, device: str | torch.device) -> None:
+    """``precision`` is known and usable on ``device`` (fp16/bf16 autocast needs a CUDA GPU);
+    cheap, so commands call it before any work.
+
+    Raises:
+        RMISError: an unknown precision, or fp16/bf16 on a non-CUDA device.
+    """
+    if precision not in PRECISIONS:
+        raise RMISError(f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if PRECISIONS[precision] is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError, ValueError):
+        kind = str(device)
+    if kind != "cuda":
+        raise RMISError(
+            f"--precision {precision} needs a GPU device; use fp32 on {device} (or run on a "
+            "CUDA GPU with --device cuda)"
+        )
 
 
 @dataclass(frozen=True)
@@ -63,12 +86,14 @@ def _stat_hash(items: Sequence[FileItem]) -> str:
 
 
 def encoder_fingerprint(encoder: Encoder, options: dict[str, Any]) -> dict[str, Any]:
-    """What identifies an encoder's outputs: name, adapter version, weights, options."""
+    """What identifies an encoder's outputs: name, adapter version, a hash of the adapter's
+    source code (:func:`rmis.encoders.adapter_source_sha256`), weights, options."""
     info = getattr(encoder, "info", None)
     return {
         "model": info.name if info else type(encoder).__name__,
         "adapter": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
         "adapter_version": getattr(encoder, "version", "1"),
+        "adapter_sha256": adapter_source_sha256(encoder),
         "weights_sha256": encoder.weights_sha256,
         "revision": encoder.revision,
         "options": {k: options[k] for k in sorted(options)},
@@ -109,16 +134,38 @@ class EmbeddingCache:
         self.parts = parts
 
     def load(self) -> dict[str, np.ndarray]:
-        """All embeddings stored so far (complete file first, then parts)."""
+        """All embeddings stored so far (complete file first, then parts). Non-finite vectors
+        (written by older versions of rmis) are dropped with a warning: they get recomputed."""
         out: dict[str, np.ndarray] = {}
         for f in [self.dir / "embeddings.npz", *sorted(self.dir.glob("part-*.npz"))]:
             if f.is_file():
                 try:
                     with np.load(f, allow_pickle=False) as npz:
-                        out.update({_unkey(k): npz[k] for k in npz.files})
-                except (OSError, ValueError) as exc:  # never trust a damaged part
+                        found = {_unkey(k): npz[k] for k in npz.files}
+                except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a damaged part
                     log.warning("ignoring unreadable cache file %s: %s", f, exc)
+                    continue
+                for fid, vec in found.items():
+                    if (
+                        vec.ndim == 1
+                        and np.issubdtype(vec.dtype, np.number)
+                        and np.isfinite(vec).all()
+                    ):
+                        out[fid] = vec
+                    else:
+                        out.pop(fid, None)
+                        log.warning(
+                            "ignoring the cached embedding of %r in %s: not a finite vector "
+                            "(it is recomputed)",
+                            fid,
+                            f,
+                        )
         return out
+
+    def clear(self) -> None:
+        """Drop every stored embedding (``--recompute``); the key file stays."""
+        for f in [self.dir / "embeddings.npz", *self.dir.glob("part-*.npz")]:
+            f.unlink(missing_ok=True)
 
     def add(self, embeddings: dict[str, np.ndarray]) -> None:
         """Store finished embeddings as a new part (atomically)."""
@@ -179,8 +226,9 @@ class _WindowDataset(Dataset):
                 self.items[i].path, self.window_seconds, self.target_rate, self.expected_rate
             )
         except RMISError as exc:
-            if not self.skip_bad:
-                raise
+            # the message travels as text, raised (or listed) by the main process: raised in a
+            # worker, torch would re-raise it wrapped in its "Caught ... in DataLoader worker
+            # process" text with the worker's traceback
             return i, None, 0, str(exc)
         # a tensor travels from a worker through shared memory, an array through a pipe
         return i, torch.from_numpy(windows), rate, None
@@ -214,6 +262,7 @@ def extract(
     progress: Any = None,
     checkpoint_seconds: float = 10.0,
     input_rate: int | None = None,
+    recompute: bool = False,
 ) -> ExtractResult:
     """Embed files (one vector per file), reusing and filling ``cache``.
 
@@ -230,13 +279,16 @@ def extract(
         progress: a ``rich.progress.Progress`` to report files to (optional).
         checkpoint_seconds: how often finished embeddings are written to the cache.
         input_rate: feed the encoder at this rate instead of its own (compatibility quirks).
+        recompute: ignore the vectors in ``cache`` and replace them (they are dropped first).
+
+    An encoder output with NaN or Inf is an error naming the file and the window (with
+    ``skip_bad_files``: the file is skipped with that reason); such vectors are never cached.
     """
-    if precision not in PRECISIONS:
-        raise RMISError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     device = encoder.device
-    if PRECISIONS[precision] is not None and device.type != "cuda":
-        raise RMISError(f"--precision {precision} needs a GPU device; use fp32 on {device}")
+    check_precision(precision, device)
     started = time.perf_counter()
+    if cache is not None and recompute:
+        cache.clear()
     done = cache.load() if cache is not None else {}
     done = {k: v for k, v in done.items() if k in {i.id for i in items}}
     todo = [i for i in items if i.id not in done]
@@ -269,27 +321,36 @@ def extract(
         )
         batcher = _Batcher(encoder, device, batch_size, autocast)
         last_save = time.perf_counter()
+
+        def collect(finished: list[tuple[str, np.ndarray]]) -> None:
+            for fid, vec in finished:
+                fresh[fid] = vec
+                if task is not None:
+                    progress.advance(task)
+            for fid, reason in batcher.take_bad():  # non-finite output: never cached
+                if not skip_bad_files:
+                    raise RMISError(reason + "; or skip the file (rmis eval --skip-bad-files)")
+                skipped[fid] = reason
+                if task is not None:
+                    progress.advance(task)
+
         try:
             for i, windows, rate, error in loader:
                 item = todo[i]
                 if error is not None:
+                    if not skip_bad_files:
+                        raise RMISError(error)
                     skipped[item.id] = error
                     if task is not None:
                         progress.advance(task)
                     continue
                 n_windows += len(windows)
-                for fid, vec in batcher.add(item.id, windows, rate):
-                    fresh[fid] = vec
-                    if task is not None:
-                        progress.advance(task)
+                collect(batcher.add(item.id, windows, rate))
                 if cache is not None and time.perf_counter() - last_save > checkpoint_seconds:
                     cache.add({k: fresh[k] for k in fresh if k not in done})
                     done.update(fresh)
                     last_save = time.perf_counter()
-            for fid, vec in batcher.flush():
-                fresh[fid] = vec
-                if task is not None:
-                    progress.advance(task)
+            collect(batcher.flush())
         finally:  # whatever happens, keep what was computed
             if cache is not None:
                 cache.add({k: v for k, v in fresh.items() if k not in done})
@@ -318,6 +379,23 @@ class _Batcher:
         self.owners: list[str] = []
         self.rate: int | None = None
         self.pending: dict[str, list[Any]] = {}  # id -> [sum, windows done, windows total]
+        self.bad: list[tuple[str, str]] = []  # (id, reason) of files with non-finite output
+        info = getattr(encoder, "info", None)
+        self.name = info.name if info is not None else type(encoder).__name__
+
+    def take_bad(self) -> list[tuple[str, str]]:
+        """Files found with a non-finite embedding since the last call (id, reason)."""
+        out, self.bad = self.bad, []
+        return out
+
+    def _reject(self, fid: str, reason: str) -> None:
+        """Forget a file (its remaining windows too) and report it."""
+        self.pending.pop(fid, None)
+        keep = [j for j, owner in enumerate(self.owners) if owner != fid]
+        if len(keep) != len(self.owners):
+            self.buffer = [self.buffer[j] for j in keep]
+            self.owners = [self.owners[j] for j in keep]
+        self.bad.append((fid, reason))
 
     def add(self, fid: str, windows: torch.Tensor, rate: int) -> list[tuple[str, np.ndarray]]:
         out = []
@@ -357,6 +435,7 @@ class _Batcher:
                 f"encoder returned shape {tuple(vecs.shape)} for a batch of {n} windows; "
                 "expected [batch, dim]"
             )
+        finite = np.isfinite(vecs).all(axis=1)
         finished = []
         start = 0
         while start < n:
@@ -364,12 +443,33 @@ class _Batcher:
             stop = start
             while stop < n and owners[stop] == fid:
                 stop += 1
-            entry = self.pending[fid]
+            entry = self.pending.get(fid)
+            if entry is None:  # rejected earlier in this batch
+                start = stop
+                continue
+            if not finite[start:stop].all():
+                window = entry[1] + int(np.argmin(finite[start:stop]))
+                self._reject(
+                    fid,
+                    f"model {self.name!r} returned NaN or Inf for window {window} (counting "
+                    f"from 0) of file {fid!r}; nothing of this file was cached; fix the encoder "
+                    f"(`rmis check-model {self.name}`)",
+                )
+                start = stop
+                continue
             part = vecs[start:stop].sum(axis=0)
             entry[0] = part if entry[0] is None else entry[0] + part
             entry[1] += stop - start
             if entry[1] == entry[2]:
-                finished.append((fid, (entry[0] / entry[2]).astype(np.float32)))
+                mean = (entry[0] / entry[2]).astype(np.float32)
                 del self.pending[fid]
+                if np.isfinite(mean).all():
+                    finished.append((fid, mean))
+                else:
+                    self._reject(
+                        fid,
+                        f"model {self.name!r}: the mean embedding of file {fid!r} overflows "
+                        "float32; nothing of this file was cached; fix the encoder's scale",
+                    )
             start = stop
         return finished

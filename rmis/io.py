@@ -18,7 +18,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
 
     A reader never sees a half-written file, and an interrupted write leaves the old file (or
-    nothing) in place.
+    nothing) in place. The file gets the permissions of a plain ``open(path, "w")``
+    (``0o666`` minus the umask), not the private ``0o600`` of a temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,11 +28,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            if hasattr(os, "fchmod"):  # POSIX
+                os.fchmod(fh.fileno(), default_file_mode())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def default_file_mode() -> int:
+    """``0o666`` minus the process's umask: the mode ``open(path, "w")`` gives a new file."""
+    mask = os.umask(0o022)  # reading the umask means setting it; restored at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -54,18 +64,35 @@ def read_embeddings(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise RMISError(f"embeddings file {str(path)!r} does not exist")
+    how = "write it with numpy.savez(path, **{file_id: vector})"
+    if not zipfile.is_zipfile(path):
+        raise RMISError(f"embeddings file {str(path)!r} is not a valid .npz archive; {how}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             emb = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc):  # object arrays: never unpickled
+            raise RMISError(
+                f"embeddings file {str(path)!r} holds object (pickled) arrays, which rmis does "
+                f"not load; store numeric 1-D vectors: {how}"
+            ) from None
         raise RMISError(
-            f"cannot read embeddings {str(path)!r} as .npz ({exc}); write it with "
-            "numpy.savez(path, **{file_id: vector})"
+            f"embeddings file {str(path)!r} is not a valid .npz archive; {how}"
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError):
+        raise RMISError(
+            f"embeddings file {str(path)!r} is not a valid .npz archive (damaged or truncated); "
+            f"{how}"
         ) from None
     if not emb:
         raise RMISError(f"embeddings file {str(path)!r} holds no arrays")
     dims: dict[int, str] = {}
     for key, vec in emb.items():
+        if not isinstance(vec, np.ndarray):  # a zip member that is not a .npy array
+            raise RMISError(
+                f"{str(path)!r}: entry {key!r} is not a numpy array; write the file with "
+                "numpy.savez(path, **{file_id: vector})"
+            )
         if vec.ndim != 1 or not np.issubdtype(vec.dtype, np.number) or np.iscomplexobj(vec):
             raise RMISError(
                 f"{str(path)!r}: entry {key!r} must be a 1-D real vector, got shape {vec.shape} "

@@ -2,7 +2,9 @@
 
 This is the layer between files and :mod:`rmis.protocol`: it validates the metadata table
 (``META.csv``) and the ``{file: vector}`` embeddings against each other, runs the protocol and
-returns the result body that ``rmis score`` and ``rmis eval`` write as JSON.
+returns the result body that ``rmis score`` and ``rmis eval`` write as JSON. :func:`preflight`
+runs every check that needs no embedding, so ``rmis eval`` rejects an impossible request
+before decoding a file.
 
 Metadata tables (one row per file; ``file`` is the id used as key in the embeddings):
 
@@ -26,8 +28,17 @@ import pandas as pd
 from rmis.data.specs import PROTOCOLS
 from rmis.errors import RMISError
 from rmis.io import atomic_write_text
-from rmis.protocol.dcase import score_dcase
-from rmis.protocol.fd import DEFAULT_K, DEFAULT_RUNS, FDEvaluator
+from rmis.protocol.dcase import check_dcase_layout, score_dcase
+from rmis.protocol.fd import (
+    CURVE_TEST_SIZES,
+    DEFAULT_K,
+    DEFAULT_RUNS,
+    FDEvaluator,
+    FDRun,
+    check_curve,
+    check_official_split,
+)
+from rmis.protocol.splits import group_table, sealed_split
 
 FD_COLUMNS = ("file", "label", "group")
 OFFICIAL_COLUMNS = ("file", "label", "split")
@@ -133,6 +144,122 @@ def align_embeddings(
     return np.stack([np.asarray(embeddings[f], dtype=np.float64) for f in files])
 
 
+def class_list_for(
+    labels: Sequence[str], classes: Sequence[str] | None, where: str = "dataset"
+) -> list[str]:
+    """The FD class order: ``classes`` (checked) or the sorted label names.
+
+    Raises:
+        RMISError: duplicate classes, or labels that are not among the classes.
+    """
+    class_list = list(classes) if classes else sorted(set(labels))
+    if len(set(class_list)) != len(class_list):
+        raise RMISError(f"{where}: the class list {class_list} has duplicates")
+    unknown = sorted(set(labels) - set(class_list))
+    if unknown:
+        raise RMISError(f"{where}: labels {unknown} are not among the classes {class_list}")
+    return class_list
+
+
+def preflight(
+    meta: pd.DataFrame,
+    protocol: str,
+    classes: Sequence[str] | None = None,
+    test_size: float = 0.5,
+    runs: int = DEFAULT_RUNS,
+    where: str = "dataset",
+    *,
+    k: int = DEFAULT_K,
+    split_curve: bool = False,
+) -> pd.DataFrame:
+    """Every check of :func:`score_table` that needs no embedding; returns the cleaned table.
+
+    Run it before embedding anything, so that an impossible request fails in a second:
+    metadata columns and values; FD: the class list, one class per group, and for sealed
+    splits the exact split of every run (with the official retries, bounded) and, with
+    ``split_curve``, of every run at every test size of the curve, each leaving at least
+    ``k`` train files; an official split: at least ``k`` train files, test files, and every
+    class on both sides; DCASE: per section normal train clips,
+    test clips with both labels, non-empty memory banks and both labels in every evaluation
+    set the year needs.
+
+    Raises:
+        RMISError: (or :class:`~rmis.errors.SplitError`) naming ``where`` and the problem.
+    """
+    meta = check_meta(meta, protocol, where=where)
+    if protocol.startswith("dcase"):
+        if split_curve:
+            raise RMISError("--split-curve applies to fault-diagnosis protocols only")
+        check_dcase_layout(
+            list(meta["subset"]),
+            list(meta["split"]),
+            list(meta["machine"]),
+            list(meta["section"]),
+            list(meta["domain"]),
+            list(meta["label"]),
+            year=int(protocol[5:]),
+        )
+        return meta
+    labels = list(meta["label"])
+    class_list = class_list_for(labels, classes, where)
+    if protocol == "fd-official-split":
+        if split_curve:
+            raise RMISError("--split-curve needs sealed random splits (protocol fd)")
+        is_train = (meta["split"] == "train").to_numpy()
+        check_official_split(labels, is_train, where=where)
+        _check_enough_train(int(is_train.sum()), k, where, "the official split")
+        return meta
+    if runs < 1:
+        raise RMISError(f"{where}: the number of runs must be at least 1, got {runs}")
+    if not 0.0 < test_size < 1.0:
+        raise RMISError(
+            f"{where}: the test size must lie strictly between 0 and 1, got {test_size}"
+        )
+    index = {c: i for i, c in enumerate(class_list)}
+    table = group_table(
+        list(meta["file"]),
+        list(meta["group"]),
+        np.array([index[lab] for lab in labels], dtype=np.int64),
+        len(class_list),
+        where=where,
+    )
+    files_per_group = np.bincount(table.of_row, minlength=table.n_groups)
+
+    def check_runs(t: float) -> None:
+        for r in range(runs):
+            split = sealed_split(table, t, r, class_list, where=where)
+            n_train = int(files_per_group[split.train_groups].sum())
+            _check_enough_train(n_train, k, where, f"run {r} at test size {t}")
+
+    check_runs(test_size)
+    if split_curve:
+        check_curve(table, class_list, where=where)
+        for t in CURVE_TEST_SIZES:
+            check_runs(t)
+    return meta
+
+
+def _check_enough_train(n_train: int, k: int, where: str, what: str) -> None:
+    if n_train < k:
+        raise RMISError(
+            f"{where}: {what} has {n_train} train files, fewer than the k = {k} neighbours of "
+            "the k-NN; add recordings (or use a smaller test size)"
+        )
+
+
+def _run_body(r: FDRun) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "run": r.run,
+        "seed": r.seed,
+        "macro_acc": r.macro_acc,
+        "test_groups": r.test_groups,
+        "per_class": r.per_class,
+    }
+    if r.predictions is not None:
+        out["predictions"] = r.predictions
+    return out
+
+
 def score_table(
     meta: pd.DataFrame,
     embeddings: Mapping[str, np.ndarray],
@@ -145,11 +272,12 @@ def score_table(
     split_curve: bool = False,
     where: str = "dataset",
     device: str = "cpu",
+    official_rounding: bool = False,
 ) -> dict[str, Any]:
     """Score one dataset; returns the result body (no provenance).
 
     Args:
-        meta: metadata table (validated here).
+        meta: metadata table (validated here by :func:`preflight`).
         embeddings: ``{file id: [D] vector}``.
         protocol: one of :data:`rmis.data.specs.PROTOCOLS`.
         classes: FD class order (default: sorted label names).
@@ -159,38 +287,46 @@ def score_table(
         split_curve: also compute the multi-split curve (sealed FD only).
         where: dataset name for messages.
         device: torch device for the similarity product.
+        official_rounding: round as the official harness does (``--compat rmis-official``):
+            FD runs to 2 decimals before their mean; DCASE machine / subset figures to 2
+            decimals before averaging (:func:`rmis.protocol.dcase.aggregate`).
     """
-    meta = check_meta(meta, protocol, where=where)
+    meta = preflight(
+        meta,
+        protocol,
+        classes=classes,
+        test_size=test_size,
+        runs=runs,
+        where=where,
+        k=k,
+        split_curve=split_curve,
+    )
     x = align_embeddings(meta, embeddings, where=where)
-    body: dict[str, Any] = {"protocol": protocol, "n_files": len(meta), "dim": int(x.shape[1])}
+    body: dict[str, Any] = {
+        "protocol": protocol,
+        "n_files": len(meta),
+        "dim": int(x.shape[1]),
+        "official_rounding": official_rounding,
+    }
     if protocol.startswith("dcase"):
-        if split_curve:
-            raise RMISError("--split-curve applies to fault-diagnosis protocols only")
-        return body | _score_ad(meta, x, int(protocol[5:]))
+        return body | _score_ad(meta, x, int(protocol[5:]), official_rounding)
     labels = list(meta["label"])
-    class_list = list(classes) if classes else sorted(set(labels))
-    if len(set(class_list)) != len(class_list):
-        raise RMISError(f"{where}: the class list {class_list} has duplicates")
+    class_list = class_list_for(labels, classes, where)
     groups = list(meta["group"]) if "group" in meta.columns else None
     ev = FDEvaluator(
         x, list(meta["file"]), labels, class_list, groups, k=k, where=where, device=device
     )
     body |= {"classes": class_list, "k": k}
     if protocol == "fd-official-split":
-        if split_curve:
-            raise RMISError("--split-curve needs sealed random splits (protocol fd)")
-        res = ev.official(list(meta["split"] == "train"))
-        return body | {"score": res.score, "mean": res.mean, "std": res.std, "runs": []}
-    res = ev.sealed(test_size=test_size, runs=runs)
+        res = ev.official(list(meta["split"] == "train"), official_rounding=official_rounding)
+    else:
+        res = ev.sealed(test_size=test_size, runs=runs, official_rounding=official_rounding)
+        body["test_size"] = test_size
     body |= {
-        "test_size": test_size,
         "score": res.score,
         "mean": res.mean,
         "std": res.std,
-        "runs": [
-            {"run": r.run, "seed": r.seed, "macro_acc": r.macro_acc, "test_groups": r.test_groups}
-            for r in res.runs
-        ],
+        "runs": [_run_body(r) for r in res.runs],
     }
     if split_curve:
         points, area = ev.curve(runs=runs)
@@ -199,7 +335,9 @@ def score_table(
     return body
 
 
-def _score_ad(meta: pd.DataFrame, x: np.ndarray, year: int) -> dict[str, Any]:
+def _score_ad(
+    meta: pd.DataFrame, x: np.ndarray, year: int, official_rounding: bool = False
+) -> dict[str, Any]:
     res = score_dcase(
         x,
         subset=list(meta["subset"]),
@@ -209,6 +347,7 @@ def _score_ad(meta: pd.DataFrame, x: np.ndarray, year: int) -> dict[str, Any]:
         domain=list(meta["domain"]),
         label=list(meta["label"]),
         year=year,
+        official_rounding=official_rounding,
     )
     test = (meta["split"] == "test").to_numpy()
     clip = {f: float(s) for f, s in zip(meta["file"][test], res.clip_scores[test], strict=True)}

@@ -157,7 +157,33 @@ def test_official_split(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
-    assert res["protocol"] == "fd-official-split" and res["runs"] == [] and res["std"] == 0
+    assert res["protocol"] == "fd-official-split" and res["std"] is None
+    # the single official run is reported like a sealed run, with per class and predictions
+    ev = FDEvaluator(
+        np.stack([emb[f] for f in df.file]),
+        list(df.file),
+        list(df.label),
+        ["good", "broken", "heavyload"],
+    )
+    ref = ev.official(list(df.split == "train"))
+    assert len(res["runs"]) == 1
+    run = res["runs"][0]
+    assert run["run"] == 0 and run["seed"] is None and run["test_groups"] is None
+    assert run["macro_acc"] == res["score"] == ref.score
+    assert run["per_class"] == ref.runs[0].per_class
+    test_files = sorted(df.file[df.split == "test"])
+    assert sorted(run["predictions"]) == test_files
+    assert run["predictions"] == ref.runs[0].predictions
+    # the macro accuracy is the mean of the per-class recalls computed from the predictions
+    truth = dict(zip(df.file, df.label, strict=True))
+    recalls = []
+    for c in ("good", "broken", "heavyload"):
+        mine = [f for f in test_files if truth[f] == c]
+        recall = 100 * sum(run["predictions"][f] == c for f in mine) / len(mine)
+        assert run["per_class"][c] == pytest.approx(recall)
+        recalls.append(recall)
+    assert res["score"] == pytest.approx(sum(recalls) / 3)
+    assert "1 run, no std" in r.output
 
 
 def ad_files(tmp: Path, year=2022):
@@ -307,8 +333,8 @@ def test_argument_errors(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "did you mean 'pu_vib'" in r.output
     r = invoke("score", "--dataset", "pu_vib", "--test-size", "0.3", *common)
     assert r.exit_code == 2 and "fixes the class order and test size" in r.output
-    r = invoke("score", "--protocol", "fdd", *common)
-    assert r.exit_code == 2 and "unknown protocol" in r.output
+    r = invoke("score", "--protocol", "fdd", *common)  # a choice: click names the valid ones
+    assert r.exit_code == 2 and "'fdd' is not one of" in r.output and "'dcase2020'" in r.output
 
 
 def test_list_datasets() -> None:
@@ -316,3 +342,64 @@ def test_list_datasets() -> None:
     assert r.exit_code == 0
     for name in ("dcase25", "iiee", "umged_cur", "pu_vib"):
         assert name in r.output
+
+
+def test_one_run_has_no_std(tmp_path: Path) -> None:
+    meta, npz, rows, emb = fd_files(tmp_path)
+    out = tmp_path / "r.json"
+    r = score_pu_vib(meta, npz, out, "--runs", "1")
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["std"] is None and len(res["runs"]) == 1  # JSON null, not 0
+    assert "± " not in r.output and "1 run, no std" in r.output
+    # sealed runs report per-class accuracies; their mean is the run's macro accuracy
+    per_class = res["runs"][0]["per_class"]
+    assert set(per_class) == {"healthy", "IR", "OR"}
+    assert res["runs"][0]["macro_acc"] == pytest.approx(sum(per_class.values()) / 3)
+    assert res["official_rounding"] is False
+
+
+@pytest.mark.parametrize("year", [2020, 2021])
+def test_dcase_2020_2021_export_is_z_normalised_per_section(tmp_path: Path, year: int) -> None:
+    meta, npz, rows, emb = ad_files(tmp_path, year)
+    df = pd.DataFrame(rows)
+    if year == 2020:
+        df["section"] = df["section"] + 10 * (df["machine"] == "valve")  # ids unique per type
+        df.to_csv(meta, index=False)
+    out, exp = tmp_path / "r.json", tmp_path / "export"
+    r = invoke(
+        "score",
+        "--protocol",
+        f"dcase{year}",
+        "--meta",
+        str(meta),
+        "--embeddings",
+        str(npz),
+        "--out",
+        str(out),
+        "--dcase-export",
+        str(exp),
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    files = sorted(exp.rglob("*.csv"))
+    assert len(files) == 8
+    for path in files:
+        got = pd.read_csv(path, header=None)[1].to_numpy()
+        # z-scores over the section's test clips: mean 0, population std 1 (not raw distances
+        # in [0, 2] with a positive mean)
+        assert abs(got.mean()) < 1e-12 and got.std() == pytest.approx(1.0, rel=1e-12)
+        assert got.min() < 0
+    # the z-scores are those of the raw cosine distances (hand-checked on one section)
+    test = df[(df.split == "test") & (df.subset == "dev") & (df.machine == "fan")]
+    sec = test[test.section == test.section.min()]
+    train = df[(df.split == "train") & (df.subset == "dev") & (df.machine == "fan")]
+    bank = np.stack([emb[f] for f in train[train.section == sec.section.iloc[0]].file])
+    bank = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    d = []
+    for f in sec.file:
+        v = emb[f] / np.linalg.norm(emb[f])
+        d.append(1 - max(bank @ v))
+    d = np.array(d)
+    z = (d - d.mean()) / np.sqrt(((d - d.mean()) ** 2).mean())
+    np.testing.assert_allclose([res["clip_scores"][f] for f in sec.file], z, atol=1e-9)

@@ -32,9 +32,18 @@ def fake_result(
     dataset: str,
     score: float,
     params: float | None = None,
+    config: str | None = "c0nf1gdef0",
+    run: dict | None = None,
 ) -> None:
-    path = root / model / f"{dataset}.json"
+    """A result file in the layout ``<model>/<config>/<dataset>.json`` beside a ``run.json``
+    (``run`` overrides its fields), or the old ``<model>/<dataset>.json`` with config None."""
+    path = root / model / (config or "") / f"{dataset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        base = {"model": model, "options": {}, "compat": "none", "precision": "fp32", "runs": 10}
+        (path.parent / "run.json").write_text(
+            json.dumps({"kind": "run", "config_id": config, **base, **(run or {})})
+        )
     path.write_text(
         json.dumps(
             {
@@ -78,20 +87,20 @@ def test_measured_rows_markdown_by_hand(tmp_path: Path) -> None:
     fake_result(tmp_path, "my-enc", "Mine", "base", "dcase20", 60.0)
     board = leaderboard(tmp_path, "rmis")
     md = format_board(board, "rmis", "markdown")
-    tiny = next(line for line in md.splitlines() if "| FISHER | tiny | measured" in line)
+    tiny = next(line for line in md.splitlines() if "| FISHER | tiny |  | measured" in line)
     cells = [c.strip() for c in tiny.strip("|").split("|")]
     ad = np.mean([float(paper["tiny"][n]) + 1 for n in AD_DATASETS])
     fd = np.mean([float(paper["tiny"][n]) + 1 for n in FD_DATASETS])
-    assert cells[10] == f"{ad:.2f}" and cells[24] == f"{fd:.2f}"
-    assert cells[25] == f"{(ad + fd) / 2:.2f}"
+    assert cells[11] == f"{ad:.2f}" and cells[25] == f"{fd:.2f}"
+    assert cells[26] == f"{(ad + fd) / 2:.2f}"
     paper_rmis = (
         np.mean([float(paper["tiny"][n]) for n in AD_DATASETS])
         + np.mean([float(paper["tiny"][n]) for n in FD_DATASETS])
     ) / 2
-    assert cells[26] == f"{(ad + fd) / 2 - paper_rmis:+.2f}" == "+1.00"
+    assert cells[27] == f"{(ad + fd) / 2 - paper_rmis:+.2f}" == "+1.00"
     mine = next(line for line in md.splitlines() if "| Mine | base |" in line)
     cells = [c.strip() for c in mine.strip("|").split("|")]
-    assert cells[4] == "60.00" and cells[5] == "-" and cells[10] == "-" and cells[25] == "-"
+    assert cells[5] == "60.00" and cells[6] == "-" and cells[11] == "-" and cells[26] == "-"
     assert md.splitlines()[-1].startswith("| Mine | base")  # no RMIS score: sorted last
     # ranks: 1 = best, missing stays missing
     ranks = rank_matrix(board, ("iica", "dcase21"))
@@ -122,13 +131,19 @@ def test_score_vs_params_series_and_figures(tmp_path: Path) -> None:
         svg = (tmp_path / "figures" / f"{name}.svg").read_text()
         assert svg.startswith("<?xml") and len(svg) > 5000
     svg = (tmp_path / "figures" / "rmis_score_vs_params.svg").read_text()
-    assert "FISHER" in svg and "Wav2Vec 2.0" not in svg  # no parameter counts in the paper
+    assert "FISHER" in svg
+    assert "Wav2Vec 2.0 base" not in series  # no parameter count in the paper: named in a note
+    assert "not plotted, no parameter count" in svg and "Wav2Vec 2.0 base" in svg
 
 
-def test_synth_end_to_end_leaderboard_split_and_band_curves(tmp_path: Path) -> None:
+def test_synth_end_to_end_leaderboard_split_and_band_curves(
+    tmp_path: Path, synth_cache: Path
+) -> None:
     from rmis.models.fisher import random_checkpoint
 
-    ckpt = random_checkpoint("tiny", tmp_path / "tiny.pt")
+    # official format, one block deep (the architecture comes from the cfg): same code path,
+    # same band layout, a fraction of the compute
+    ckpt = random_checkpoint("tiny", tmp_path / "tiny.pt", depth=1)
     common = [
         "--suite",
         "synth",
@@ -137,7 +152,7 @@ def test_synth_end_to_end_leaderboard_split_and_band_curves(tmp_path: Path) -> N
         "--results-dir",
         str(tmp_path / "res"),
         "--cache-dir",
-        str(tmp_path / "cache"),
+        str(synth_cache),
     ]
     for model, extra in (("logspec", []), ("fisher-tiny", ["--checkpoint", str(ckpt)])):
         r = invoke("eval", model, *common, *extra)
@@ -152,6 +167,9 @@ def test_synth_end_to_end_leaderboard_split_and_band_curves(tmp_path: Path) -> N
         "markdown",
     )
     assert r.exit_code == 0 and "| logspec |" in r.output and "| FISHER | tiny |" in r.output
+    # a plain `rmis leaderboard` (no --suite) finds the synth results too
+    r = invoke("leaderboard", "--results-dir", str(tmp_path / "res"), "--format", "markdown")
+    assert r.exit_code == 0 and "| logspec |" in r.output and "| FISHER | tiny |" in r.output
     r = invoke("split-curve", "logspec", "fisher-tiny", *common)
     assert r.exit_code == 0, r.output
     out = tmp_path / "res" / "split_curves" / "synth"
@@ -163,7 +181,8 @@ def test_synth_end_to_end_leaderboard_split_and_band_curves(tmp_path: Path) -> N
     curves = json.loads((out / "curves.json").read_text())
     pts = curves["curves"]["synth_fd16k"]["logspec"]
     assert [p["test_size"] for p in pts] == [round(0.05 * i, 2) for i in range(1, 20)]
-    fixed = json.loads((tmp_path / "res/logspec/synth_fd16k.json").read_text())["score"]
+    fixed_path = next((tmp_path / "res/logspec").glob("*/synth_fd16k.json"))
+    fixed = json.loads(fixed_path.read_text())["score"]
     assert next(p["mean"] for p in pts if p["test_size"] == 0.5) == pytest.approx(fixed)
     assert -1 <= curves["pearson_pairs"] <= 1
     assert mpimg.imread(out / "split_curves.png").std() > 0
@@ -173,8 +192,13 @@ def test_synth_end_to_end_leaderboard_split_and_band_curves(tmp_path: Path) -> N
     assert bands.groupby("dataset")["of"].first().to_dict() == {"synth_fd16k": 2, "synth_fd25k6": 3}
     full = bands[bands["bands"] == bands["of"]].set_index("dataset")["score"]
     for name in ("synth_fd16k", "synth_fd25k6"):
-        res = json.loads((tmp_path / f"res/fisher-tiny/{name}.json").read_text())
+        res = json.loads(next((tmp_path / "res/fisher-tiny").glob(f"*/{name}.json")).read_text())
         assert full[name] == pytest.approx(res["score"])  # all bands = the full embedding
     assert bands.loc[bands["dataset"] == "synth_fd16k", "top_hz"].tolist() == [4000.0, 8000.0]
     r = invoke("band-curve", "logspec", *common)
     assert r.exit_code == 2 and "sub-band embedding layout" in r.output
+    # a second configuration of logspec: the curve commands ask which one
+    r = invoke("eval", "logspec", *common, "--runs", "2")
+    assert r.exit_code == 0, r.output
+    r = invoke("split-curve", "logspec", *common)
+    assert r.exit_code == 2 and "2 configurations" in r.output and "logspec@" in r.output

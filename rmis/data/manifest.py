@@ -1,7 +1,8 @@
 """User datasets from a manifest CSV: ``path,label,group[,split]``.
 
-``path`` is a file path, relative paths resolving against the manifest's folder; it is also the
-file's id in embeddings and results. ``group`` is the sealing unit (e.g. one channel of one
+``path`` (or ``file``, the column name of ``rmis score`` metadata and ``rmis data table``) is a
+file path, relative paths resolving against the manifest's folder; it is also the file's id in
+embeddings and results. ``group`` is the sealing unit (e.g. one channel of one
 recording: all its files go to the same side of a split). ``split`` (train|test), when present,
 is an official split and replaces the sealed random splits.
 """
@@ -32,12 +33,14 @@ def manifest_table(manifest: str | os.PathLike) -> pd.DataFrame:
     manifest = Path(manifest)
     df = read_meta(manifest)
     df.columns = [str(c).strip() for c in df.columns]
+    if "file" in df.columns and "path" not in df.columns:
+        df = df.rename(columns={"file": "path"})
     missing = [c for c in REQUIRED if c not in df.columns]
     extra = [c for c in df.columns if c not in (*REQUIRED, "split")]
     if missing or extra:
         raise RMISError(
-            f"manifest {str(manifest)!r} needs columns path,label,group (optional: split); "
-            f"found {','.join(df.columns)}"
+            f"manifest {str(manifest)!r} needs columns path (or file),label,group (optional: "
+            f"split); found {','.join(df.columns)}"
         )
     for c in df.columns:
         df[c] = df[c].str.strip()

@@ -4,7 +4,11 @@ Pure functions over arrays: no file I/O, no printing. One embedding per clip goe
 official figures come out:
 
 * Anomaly score of a test clip: cosine distance (``1 - cos``) to its nearest item (k = 1) of a
-  memory bank of normal training embeddings of the same (subset, machine, section).
+  memory bank of normal training embeddings of the same (subset, machine, section), then
+  z-normalised over the section's test clips (mean, population std, numpy's default
+  ``np.std``) in EVERY year, as the official harness does: the z-score is the clip score that
+  :attr:`DcaseResult.clip_scores` holds and the DCASE export writes. Inside a section this is
+  an increasing affine map, so it changes no AUC.
 * 2020 (section = machine id): one bank per section; AUC and pAUC over all the section's test
   clips; section score ``(AUC + pAUC) / 2``; arithmetic means over sections, over machines and
   over the subsets present.
@@ -21,15 +25,16 @@ official figures come out:
 pAUC is scikit-learn's ``roc_auc_score(y, s, max_fpr=0.1)`` (McClish-standardised partial AUC).
 All figures are percentages. Differences from the official harness, all on purpose:
 
-* Full precision everywhere. The official harness rounds the per-section and per-machine rows
-  to 2 decimals before averaging them; we never round (round only when displaying).
+* Full precision by default. The official harness (``cal_aucs``) rounds its per-machine
+  (2020-2022) or per-subset (2023-2025) figure to 2 decimals before averaging it further;
+  ``official_rounding=True`` (``--compat rmis-official``) reproduces exactly that (see
+  :func:`aggregate`), the default never rounds (round only when displaying).
 * Degenerate inputs raise :class:`~rmis.errors.RMISError` naming the section instead of
   producing NaN (or crashing): empty bank, single-class evaluation set, constant score vector.
   A constant score vector is an error in every year (PROTOCOL.md section 4); the official
   harness z-normalises the scores of every year, so such a section is meaningless there too.
-* In 2020 and 2021 the official harness also z-normalises each section's scores; that is an
-  increasing affine map inside a section and changes no figure, so the clip scores returned for
-  those years are the raw cosine distances.
+  :func:`check_dcase_layout` runs every check that needs no embedding (values, train and test
+  clips, both labels, banks), so a caller can reject a table before embedding anything.
 
 Cosine distance: rows are L2-normalised in float64 (an all-zero or non-finite row is an error,
 never a silent NaN) and the distance is clipped to [0, 2].
@@ -47,7 +52,13 @@ from sklearn.metrics import roc_auc_score
 from rmis.errors import RMISError
 from rmis.protocol.knn import unit_rows
 
-__all__ = ["DcaseResult", "nearest_cosine_distance", "score_dcase"]
+__all__ = [
+    "DcaseResult",
+    "aggregate",
+    "check_dcase_layout",
+    "nearest_cosine_distance",
+    "score_dcase",
+]
 
 YEARS = (2020, 2021, 2022, 2023, 2024, 2025)
 SUBSETS = ("dev", "eval")
@@ -131,8 +142,9 @@ class DcaseResult:
         machines: one dict per (subset, machine), same order: ``subset``, ``machine``,
             ``score`` (2020: arithmetic mean of its section scores; 2021+: harmonic mean).
         clip_scores: ``[N]`` float64 aligned with the input rows: the anomaly score of each test
-            row, NaN for train rows (2020/2021: cosine distance to the nearest bank item;
-            2022-2025: minimum of the two per-section z-scores).
+            row, NaN for train rows (2020/2021: z-score over the section's test clips of the
+            cosine distance to the nearest bank item; 2022-2025: minimum of the two
+            per-section z-scores).
     """
 
     year: int
@@ -209,11 +221,12 @@ def _check_two_classes(y: np.ndarray, what: str, where: str) -> None:
         )
 
 
-def _zscore(s: np.ndarray, bank_name: str, where: str) -> np.ndarray:
-    _check_not_constant(s, f"the {bank_name}-bank scores", where)
-    z = (s - s.mean()) / s.std()
+def _zscore(s: np.ndarray, what: str, where: str) -> np.ndarray:
+    """``(s - mean) / std`` over the section's test clips (population std, numpy default)."""
+    _check_not_constant(s, what, where)
+    z = (s - np.mean(s)) / np.std(s)
     if not np.isfinite(z).all():  # pragma: no cover - std underflow on subnormal spreads
-        raise RMISError(f"{where}: the {bank_name}-bank scores cannot be z-normalised")
+        raise RMISError(f"{where}: {what} cannot be z-normalised")
     return z
 
 
@@ -245,8 +258,38 @@ def _hmean(values: Sequence[float]) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def score_dcase(
-    embeddings: np.ndarray,
+@dataclass(frozen=True)
+class _Section:
+    """Rows of one (subset, machine, section), in input order."""
+
+    subset: str
+    machine: str
+    section: int
+    where: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Validated labels of a DCASE table and its sections (no embeddings needed)."""
+
+    subset: np.ndarray
+    split: np.ndarray
+    machine: np.ndarray
+    section: np.ndarray
+    is_anomaly: np.ndarray
+    is_source: np.ndarray
+    sections: list[_Section]
+
+
+def _check_year(year: object) -> int:
+    if isinstance(year, bool) or not isinstance(year, (int, np.integer)) or year not in YEARS:
+        raise RMISError(f"score_dcase: year must be one of {YEARS[0]}..{YEARS[-1]}, got {year!r}")
+    return int(year)
+
+
+def _layout(
     subset: Sequence[str],
     split: Sequence[str],
     machine: Sequence[str],
@@ -254,42 +297,8 @@ def score_dcase(
     domain: Sequence[str],
     label: Sequence[str],
     year: int,
-) -> DcaseResult:
-    """Score one DCASE task 2 dataset (one year) from one embedding per clip.
-
-    Args:
-        embeddings: ``[N, D]`` real embeddings, one row per clip (train and test, dev and eval).
-        subset: ``[N]`` ``"dev"`` or ``"eval"``.
-        split: ``[N]`` ``"train"`` or ``"test"``.
-        machine: ``[N]`` machine type, e.g. ``"fan"``.
-        section: ``[N]`` integer section number (2020: the machine id).
-        domain: ``[N]`` ``"source"`` or ``"target"`` (2020: ignored, any value).
-        label: ``[N]`` ``"normal"`` or ``"anomaly"``; train rows must be normal.
-        year: 2020..2025.
-
-    Returns:
-        A :class:`DcaseResult` (figures in percent, full precision).
-
-    Raises:
-        RMISError: on malformed input (bad year, unknown values, mismatched lengths, NaN/Inf,
-            anomalous train clip) or on a section that cannot be scored (train clips without
-            test clips, empty bank, single-class evaluation set, constant scores); the message
-            names the subset, machine and section.
-    """
-    if isinstance(year, bool) or not isinstance(year, (int, np.integer)) or year not in YEARS:
-        raise RMISError(f"score_dcase: year must be one of {YEARS[0]}..{YEARS[-1]}, got {year!r}")
-    year = int(year)
-
-    emb = np.asarray(embeddings)
-    if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
-        raise RMISError(
-            f"score_dcase: embeddings must be a non-empty 2-D array [N, D], got shape {emb.shape}"
-        )
-    if emb.dtype.kind not in "fiu":
-        raise RMISError(f"score_dcase: embeddings must be real numbers, got dtype {emb.dtype}")
-    emb = emb.astype(np.float64, copy=False)
-    n = emb.shape[0]
-
+    n: int,
+) -> _Layout:
     subset_a = _as_str_array("subset", subset, n)
     split_a = _as_str_array("split", split, n)
     machine_a = _as_str_array("machine", machine, n)
@@ -301,15 +310,6 @@ def score_dcase(
     _check_values("label", label_a, LABELS)
     if year != 2020:
         _check_values("domain", domain_a, DOMAINS)
-
-    finite = np.isfinite(emb).all(axis=1)
-    if not finite.all():
-        i = int(np.flatnonzero(~finite)[0])
-        raise RMISError(
-            f"score_dcase: NaN or Inf in {int((~finite).sum())} embedding row(s), first row {i} "
-            f"({_where(subset_a[i], machine_a[i], int(section_a[i]), year)}, {split_a[i]}); "
-            "fix the encoder or its input"
-        )
 
     is_train = split_a == "train"
     is_anomaly = label_a == "anomaly"
@@ -329,8 +329,7 @@ def score_dcase(
     change = np.flatnonzero((np.diff(keys, axis=0) != 0).any(axis=1)) + 1
     bounds = np.concatenate([[0], change, [n]])
 
-    clip_scores = np.full(n, np.nan, dtype=np.float64)
-    sections: list[dict] = []
+    sections: list[_Section] = []
     for g in range(bounds.shape[0] - 1):
         rows = order[bounds[g] : bounds[g + 1]]
         sub = SUBSETS[int(subset_code[rows[0]])]
@@ -339,7 +338,6 @@ def score_dcase(
         where = _where(sub, mach, sec, year)
         train = rows[is_train[rows]]
         test = rows[~is_train[rows]]
-
         if is_anomaly[train].any():
             raise RMISError(
                 f"{where}: {int(is_anomaly[train].sum())} train clip(s) are labelled 'anomaly'; "
@@ -352,16 +350,138 @@ def score_dcase(
             )
         y = is_anomaly[test].astype(np.int64)
         _check_two_classes(y, "test clips", where)
-        entry: dict = {"subset": sub, "machine": mach, "section": sec, "n_test": int(test.shape[0])}
-
         if year in (2020, 2021):
             if train.shape[0] == 0:
                 raise RMISError(
                     f"{where}: the memory bank is empty (no train clips) but there are "
                     f"{test.shape[0]} test clips; give the section's normal training clips"
                 )
-            s = nearest_cosine_distance(emb[train], emb[test])
-            _check_not_constant(s, "the anomaly scores", where)
+            if year == 2021:
+                for dom in DOMAINS:
+                    mask = is_source[test] if dom == "source" else ~is_source[test]
+                    _check_two_classes(y[mask], f"{dom}-domain test clips", where)
+        else:
+            for dom in DOMAINS:
+                in_dom = is_source[train] if dom == "source" else ~is_source[train]
+                if not in_dom.any():
+                    raise RMISError(
+                        f"{where}: the {dom} memory bank is empty (no {dom}-domain train clips) "
+                        f"but there are {test.shape[0]} test clips; give the section's {dom} "
+                        "training clips"
+                    )
+            for dom in DOMAINS:
+                normal_in_dom = is_source[test] if dom == "source" else ~is_source[test]
+                mask = normal_in_dom | (y == 1)
+                _check_two_classes(
+                    y[mask], f"{dom}-domain normal test clips plus all anomalies", where
+                )
+        sections.append(_Section(sub, mach, sec, where, train, test))
+    return _Layout(
+        subset=subset_a,
+        split=split_a,
+        machine=machine_a,
+        section=section_a,
+        is_anomaly=is_anomaly,
+        is_source=is_source,
+        sections=sections,
+    )
+
+
+def check_dcase_layout(
+    subset: Sequence[str],
+    split: Sequence[str],
+    machine: Sequence[str],
+    section: Sequence[int],
+    domain: Sequence[str],
+    label: Sequence[str],
+    year: int,
+) -> None:
+    """Every check of :func:`score_dcase` that needs no embedding, without scoring.
+
+    Values of every column, and per (subset, machine, section): normal train clips only, test
+    clips present with both labels, a non-empty memory bank (2022-2025: a source and a target
+    bank) and, where the year's figures need them, both labels in each domain's evaluation set.
+
+    Raises:
+        RMISError: the first problem found, naming the subset, machine and section.
+    """
+    year = _check_year(year)
+    _layout(subset, split, machine, section, domain, label, year, len(subset))
+
+
+def score_dcase(
+    embeddings: np.ndarray,
+    subset: Sequence[str],
+    split: Sequence[str],
+    machine: Sequence[str],
+    section: Sequence[int],
+    domain: Sequence[str],
+    label: Sequence[str],
+    year: int,
+    *,
+    official_rounding: bool = False,
+) -> DcaseResult:
+    """Score one DCASE task 2 dataset (one year) from one embedding per clip.
+
+    Args:
+        embeddings: ``[N, D]`` real embeddings, one row per clip (train and test, dev and eval).
+        subset: ``[N]`` ``"dev"`` or ``"eval"``.
+        split: ``[N]`` ``"train"`` or ``"test"``.
+        machine: ``[N]`` machine type, e.g. ``"fan"``.
+        section: ``[N]`` integer section number (2020: the machine id).
+        domain: ``[N]`` ``"source"`` or ``"target"`` (2020: ignored, any value).
+        label: ``[N]`` ``"normal"`` or ``"anomaly"``; train rows must be normal.
+        year: 2020..2025.
+        official_rounding: round as the official ``cal_aucs`` does (see :func:`aggregate`).
+
+    Returns:
+        A :class:`DcaseResult` (figures in percent, full precision unless
+        ``official_rounding``).
+
+    Raises:
+        RMISError: on malformed input (bad year, unknown values, mismatched lengths, NaN/Inf,
+            anomalous train clip) or on a section that cannot be scored (train clips without
+            test clips, empty bank, single-class evaluation set, constant scores); the message
+            names the subset, machine and section.
+    """
+    year = _check_year(year)
+
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
+        raise RMISError(
+            f"score_dcase: embeddings must be a non-empty 2-D array [N, D], got shape {emb.shape}"
+        )
+    if emb.dtype.kind not in "fiu":
+        raise RMISError(f"score_dcase: embeddings must be real numbers, got dtype {emb.dtype}")
+    emb = emb.astype(np.float64, copy=False)
+    n = emb.shape[0]
+
+    lay = _layout(subset, split, machine, section, domain, label, year, n)
+
+    finite = np.isfinite(emb).all(axis=1)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise RMISError(
+            f"score_dcase: NaN or Inf in {int((~finite).sum())} embedding row(s), first row {i} "
+            f"({_where(lay.subset[i], lay.machine[i], int(lay.section[i]), year)}, "
+            f"{lay.split[i]}); fix the encoder or its input"
+        )
+
+    is_anomaly, is_source = lay.is_anomaly, lay.is_source
+    clip_scores = np.full(n, np.nan, dtype=np.float64)
+    sections: list[dict] = []
+    for sec in lay.sections:
+        train, test, where = sec.train, sec.test, sec.where
+        y = is_anomaly[test].astype(np.int64)
+        entry: dict = {
+            "subset": sec.subset,
+            "machine": sec.machine,
+            "section": sec.section,
+            "n_test": int(test.shape[0]),
+        }
+
+        if year in (2020, 2021):
+            s = _zscore(nearest_cosine_distance(emb[train], emb[test]), "the anomaly scores", where)
             if year == 2020:
                 entry["auc"] = _auc(y, s)
                 entry["pauc"] = _pauc(y, s)
@@ -370,7 +490,6 @@ def score_dcase(
                 figures = []
                 for dom in DOMAINS:
                     mask = is_source[test] if dom == "source" else ~is_source[test]
-                    _check_two_classes(y[mask], f"{dom}-domain test clips", where)
                     entry[f"auc_{dom}"] = _auc(y[mask], s[mask])
                     entry[f"pauc_{dom}"] = _pauc(y[mask], s[mask])
                     figures += [entry[f"auc_{dom}"], entry[f"pauc_{dom}"]]
@@ -379,20 +498,13 @@ def score_dcase(
             z = {}
             for dom in DOMAINS:
                 bank = train[is_source[train]] if dom == "source" else train[~is_source[train]]
-                if bank.shape[0] == 0:
-                    raise RMISError(
-                        f"{where}: the {dom} memory bank is empty (no {dom}-domain train clips) "
-                        f"but there are {test.shape[0]} test clips; give the section's {dom} "
-                        "training clips"
-                    )
-                z[dom] = _zscore(nearest_cosine_distance(emb[bank], emb[test]), dom, where)
+                z[dom] = _zscore(
+                    nearest_cosine_distance(emb[bank], emb[test]), f"the {dom}-bank scores", where
+                )
             s = np.minimum(z["source"], z["target"])
             for dom in DOMAINS:
                 normal_in_dom = is_source[test] if dom == "source" else ~is_source[test]
                 mask = normal_in_dom | (y == 1)
-                _check_two_classes(
-                    y[mask], f"{dom}-domain normal test clips plus all anomalies", where
-                )
                 entry[f"auc_{dom}"] = _auc(y[mask], s[mask])
             entry["pauc"] = _pauc(y, s)
             entry["score"] = _hmean([entry["auc_source"], entry["auc_target"], entry["pauc"]])
@@ -400,6 +512,44 @@ def score_dcase(
         clip_scores[test] = s
         sections.append(entry)
 
+    sections, machines, subsets, score = aggregate(sections, year, official_rounding)
+    return DcaseResult(
+        year=year,
+        score=score,
+        subsets=subsets,
+        sections=sections,
+        machines=machines,
+        clip_scores=clip_scores,
+    )
+
+
+def _round2(x: float) -> float:
+    """The official harness's rounding: ``np.ndarray.round(2)``."""
+    return float(np.round(x, 2))
+
+
+def aggregate(
+    sections: Sequence[dict], year: int, official_rounding: bool = False
+) -> tuple[list[dict], list[dict], dict[str, float], float]:
+    """Machine, subset and dataset figures from the section figures.
+
+    Args:
+        sections: one dict per (subset, machine, section) with ``subset``, ``machine`` and
+            ``score`` (and the year's figures), ordered as :attr:`DcaseResult.sections`.
+        year: 2020..2025 (2020 averages arithmetically, later years harmonically).
+        official_rounding: reproduce the official ``cal_aucs`` rounding. 2020-2022: a
+            machine's figure is computed from its unrounded sections and rounded to 2 decimals
+            (``np.round``), the subset averages those rounded machine figures. 2023-2025: the
+            subset figure is the harmonic mean of all its unrounded section scores, rounded to
+            2 decimals; the dataset score combines the rounded subset figures. The reported
+            section and machine figures are rounded to 2 decimals too, as the official tables
+            print them. The dataset score itself is not rounded.
+
+    Returns:
+        ``(sections, machines, subsets, score)``: the section dicts (copies; rounded with
+        ``official_rounding``), one ``{subset, machine, score}`` per machine, ``{subset:
+        score}`` for the subsets present, and the dataset score.
+    """
     combine = (lambda v: float(np.mean(v))) if year == 2020 else _hmean
 
     machines: list[dict] = []
@@ -414,17 +564,25 @@ def score_dcase(
         m["score"] = combine(m.pop("_s"))
 
     subsets: dict[str, float] = {}
-    for sub in SUBSETS:
-        per_machine = [m["score"] for m in machines if m["subset"] == sub]
-        if per_machine:
-            subsets[sub] = combine(per_machine)
-    score = combine(list(subsets.values()))
+    if not official_rounding:
+        for sub in SUBSETS:
+            per_machine = [m["score"] for m in machines if m["subset"] == sub]
+            if per_machine:
+                subsets[sub] = combine(per_machine)
+        return [dict(s) for s in sections], machines, subsets, combine(list(subsets.values()))
 
-    return DcaseResult(
-        year=year,
-        score=score,
-        subsets=subsets,
-        sections=sections,
-        machines=machines,
-        clip_scores=clip_scores,
-    )
+    for m in machines:
+        m["score"] = _round2(m["score"])
+    for sub in SUBSETS:
+        if year <= 2022:
+            per_machine = [m["score"] for m in machines if m["subset"] == sub]
+            if per_machine:
+                subsets[sub] = combine(per_machine)
+        else:
+            per_section = [s["score"] for s in sections if s["subset"] == sub]
+            if per_section:
+                subsets[sub] = _round2(_hmean(per_section))
+    rounded = [
+        {k: _round2(v) if isinstance(v, float) else v for k, v in s.items()} for s in sections
+    ]
+    return rounded, machines, subsets, combine(list(subsets.values()))

@@ -8,7 +8,9 @@ Sealed datasets average 10 runs of the official group splits; IIEE uses its offi
 All runs of a dataset, and all 190 runs of a multi-split curve, share one
 :class:`~rmis.protocol.knn.CosineKNN`, i.e. one similarity computation.
 
-The official harness rounds each run to 2 decimals before averaging; rmis keeps full precision.
+The official harness writes each run's macro accuracy with 2 decimals and averages those
+rounded figures; rmis keeps full precision unless ``official_rounding`` is set
+(``--compat rmis-official``). The std of a single run is undefined: ``None``, never 0.
 """
 
 from __future__ import annotations
@@ -56,6 +58,22 @@ def knn_predict(
     return np.argmax(vote_logits(neighbour_labels, neighbour_sims, n_classes), axis=1)
 
 
+def round_official(x: float) -> float:
+    """A run figure as the official harness records it: printed ``:.2f`` and read back."""
+    return float(f"{x:.2f}")
+
+
+def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """``[C]`` recall of each class in percent; NaN for classes absent from ``y_true``."""
+    y_true = np.asarray(y_true)
+    support = np.bincount(y_true, minlength=n_classes)
+    correct = np.bincount(y_true[y_true == np.asarray(y_pred)], minlength=n_classes)
+    out = np.full(n_classes, np.nan)
+    present = support > 0
+    out[present] = correct[present] / support[present] * 100.0
+    return out
+
+
 def macro_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     """Mean over classes present in ``y_true`` of per-class recall, in percent."""
     y_true = np.asarray(y_true)
@@ -69,12 +87,19 @@ def macro_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> fl
 
 @dataclass(frozen=True)
 class FDRun:
-    """One run of a sealed split."""
+    """One run: a sealed split (``seed``, ``test_groups``) or the official split (both None,
+    with ``predictions``).
+
+    ``per_class``: ``{class: recall in percent}`` of the classes present in the test set;
+    ``predictions``: ``{file id: predicted class}`` of every test file (official split only).
+    """
 
     run: int
-    seed: int
+    seed: int | None
     macro_acc: float
-    test_groups: list[str]
+    test_groups: list[str] | None
+    per_class: dict[str, float] = field(default_factory=dict)
+    predictions: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,13 +113,14 @@ class CurvePoint:
 class FDResult:
     """Score of one fault-diagnosis dataset (percent, full precision).
 
-    ``runs`` lists the sealed runs (empty for an official split); ``curve``/``auc`` are set when
-    the multi-split curve was computed.
+    ``runs`` lists the sealed runs (the single run of an official split); ``std`` is the sample
+    std of their macro accuracies, None for a single run; ``curve``/``auc`` are set when the
+    multi-split curve was computed.
     """
 
     score: float
     mean: float
-    std: float
+    std: float | None
     runs: list[FDRun] = field(default_factory=list)
     curve: list[CurvePoint] | None = None
     auc: float | None = None
@@ -143,7 +169,11 @@ class FDEvaluator:
         max_group = 1
         if groups is not None:
             self.table = group_table(
-                self.files_sorted, [str(groups[i]) for i in self.order], self.y, len(self.classes)
+                self.files_sorted,
+                [str(groups[i]) for i in self.order],
+                self.y,
+                len(self.classes),
+                where=where,
             )
             max_group = int(np.bincount(self.table.of_row).max())
         self.knn = CosineKNN(emb, max_group_size=max_group, ids=self.files_sorted, device=device)
@@ -181,37 +211,69 @@ class FDEvaluator:
                 )
         return test_idx, pred
 
-    def _evaluate(self, train_mask: np.ndarray) -> float:
+    def _evaluate(
+        self, train_mask: np.ndarray
+    ) -> tuple[float, dict[str, float], np.ndarray, np.ndarray]:
+        """(macro accuracy, per-class accuracy, test item indices, predicted classes)."""
         test_idx, pred = self.predict(train_mask)
-        return macro_accuracy(self.y[test_idx], pred, len(self.classes))
+        n_classes = len(self.classes)
+        acc = macro_accuracy(self.y[test_idx], pred, n_classes)
+        per = per_class_accuracy(self.y[test_idx], pred, n_classes)
+        per_class = {c: float(per[i]) for i, c in enumerate(self.classes) if not np.isnan(per[i])}
+        return acc, per_class, test_idx, pred
 
-    def run(self, run: int, test_size: float) -> FDRun:
-        """One sealed run (official seed sequence)."""
+    def run(self, run: int, test_size: float, official_rounding: bool = False) -> FDRun:
+        """One sealed run (official seed sequence); ``official_rounding`` rounds its figures
+        to 2 decimals as the official harness records them."""
         if self.table is None:
             raise RMISError(f"{self.where}: sealed runs need a group for every file")
         split = sealed_split(self.table, test_size, run, self.classes, where=self.where)
         train_mask = np.isin(self.table.of_row, split.train_groups)
-        acc = self._evaluate(train_mask)
+        acc, per_class, _, _ = self._evaluate(train_mask)
+        if official_rounding:
+            acc = round_official(acc)
+            per_class = {c: round_official(v) for c, v in per_class.items()}
         test_groups = sorted(self.table.names[g] for g in split.test_groups)
-        return FDRun(run=run, seed=split.seed, macro_acc=acc, test_groups=test_groups)
+        return FDRun(
+            run=run, seed=split.seed, macro_acc=acc, test_groups=test_groups, per_class=per_class
+        )
 
-    def sealed(self, test_size: float = 0.5, runs: int = DEFAULT_RUNS) -> FDResult:
-        """Mean and sample std (ddof 1) of ``runs`` sealed runs."""
+    def sealed(
+        self, test_size: float = 0.5, runs: int = DEFAULT_RUNS, official_rounding: bool = False
+    ) -> FDResult:
+        """Mean and sample std (ddof 1; None for one run) of ``runs`` sealed runs.
+
+        With ``official_rounding`` each run's figures are rounded to 2 decimals first and the
+        mean and std are those of the rounded runs, as the official harness computes them.
+        """
         if runs < 1:
-            raise RMISError("need at least one run")
-        results = [self.run(r, test_size) for r in range(runs)]
+            raise RMISError(f"{self.where}: need at least one run, got {runs}")
+        results = [self.run(r, test_size, official_rounding) for r in range(runs)]
         accs = np.array([r.macro_acc for r in results])
-        std = float(np.std(accs, ddof=1)) if runs > 1 else 0.0
+        std = float(np.std(accs, ddof=1)) if runs > 1 else None
         return FDResult(score=float(accs.mean()), mean=float(accs.mean()), std=std, runs=results)
 
-    def official(self, is_train: Sequence[bool]) -> FDResult:
-        """One run on the official split (``is_train[i]`` for the i-th input file)."""
+    def official(self, is_train: Sequence[bool], official_rounding: bool = False) -> FDResult:
+        """The single run on the official split (``is_train[i]`` for the i-th input file),
+        reported in ``runs`` with its per-class accuracies and predictions; std None."""
         mask = np.asarray(is_train, dtype=bool)[self.order]
-        for side, m in (("train", mask), ("test", ~mask)):
-            if not m.any():
-                raise RMISError(f"{self.where}: the official split has no {side} files")
-        acc = self._evaluate(mask)
-        return FDResult(score=acc, mean=acc, std=0.0)
+        check_official_split([self.classes[c] for c in self.y], mask, where=self.where)
+        acc, per_class, test_idx, pred = self._evaluate(mask)
+        if official_rounding:
+            acc = round_official(acc)
+            per_class = {c: round_official(v) for c, v in per_class.items()}
+        predictions = {
+            self.files_sorted[i]: self.classes[p] for i, p in zip(test_idx, pred, strict=True)
+        }
+        run = FDRun(
+            run=0,
+            seed=None,
+            macro_acc=acc,
+            test_groups=None,
+            per_class=per_class,
+            predictions=predictions,
+        )
+        return FDResult(score=acc, mean=acc, std=None, runs=[run])
 
     def curve(
         self, runs: int = DEFAULT_RUNS, test_sizes: Sequence[float] = CURVE_TEST_SIZES
@@ -223,18 +285,58 @@ class FDEvaluator:
         """
         if self.table is None:
             raise RMISError(f"{self.where}: the split curve needs a group for every file")
-        for t in test_sizes:
-            bad = unplaceable_classes(self.table, t, self.classes)
-            if bad:
-                raise SplitError(
-                    f"{self.where}: the split curve is impossible at test size {t}: classes "
-                    f"{bad} cannot be on both sides with {self.table.n_groups} groups"
-                )
+        check_curve(self.table, self.classes, where=self.where, test_sizes=test_sizes)
         points = []
         for t in test_sizes:
             accs = [self.run(r, t).macro_acc for r in range(runs)]
             points.append(CurvePoint(test_size=float(t), mean=float(np.mean(accs)), runs=accs))
         return points, curve_area(points, len(self.classes))
+
+
+def check_curve(
+    table: GroupTable,
+    classes: Sequence[str],
+    *,
+    where: str = "dataset",
+    test_sizes: Sequence[float] = CURVE_TEST_SIZES,
+) -> None:
+    """Raise :class:`SplitError` naming the first test size of the multi-split curve at which
+    some class cannot be on both sides of a sealed split."""
+    for t in test_sizes:
+        bad = unplaceable_classes(table, t, classes)
+        if bad:
+            raise SplitError(
+                f"{where}: the split curve is impossible at test size {t}: classes "
+                f"{bad} cannot be on both sides with {table.n_groups} groups"
+            )
+
+
+def check_official_split(
+    labels: Sequence[str], is_train: Sequence[bool], *, where: str = "dataset"
+) -> None:
+    """An official split must have train and test files and every class on both sides.
+
+    A class without test files has no accuracy (the official harness divides by zero); one
+    without train files can never be predicted.
+
+    Raises:
+        RMISError: naming the side that is empty or the classes missing from a side.
+    """
+    labels_a = np.asarray([str(x) for x in labels], dtype=object)
+    mask = np.asarray(is_train, dtype=bool)
+    for side, m in (("train", mask), ("test", ~mask)):
+        if not m.any():
+            raise RMISError(
+                f"{where}: the official split has no {side} files; mark some files split={side}"
+            )
+    present = set(labels_a.tolist())
+    for side, m in (("train", mask), ("test", ~mask)):
+        missing = sorted(present - set(labels_a[m].tolist()))
+        if missing:
+            raise RMISError(
+                f"{where}: classes {missing} have no {side} files in the official split; every "
+                f"class needs train and test files (fix the split column)"
+            )
 
 
 def curve_area(points: Sequence[CurvePoint], n_classes: int) -> float:

@@ -78,7 +78,12 @@ class GroupTable:
 
 
 def group_table(
-    files: Sequence[str], groups: Sequence[str], labels: np.ndarray, n_classes: int
+    files: Sequence[str],
+    groups: Sequence[str],
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    where: str | None = None,
 ) -> GroupTable:
     """Build the canonical group order.
 
@@ -87,10 +92,12 @@ def group_table(
         groups: ``[N]`` group name of each file.
         labels: ``[N]`` class index of each file (``0 <= label < n_classes``).
         n_classes: number of classes.
+        where: dataset name that prefixes error messages.
 
     Raises:
         RMISError: duplicate file ids, or a group whose files carry different labels.
     """
+    at = f"{where}: " if where else ""
     files = np.asarray(files, dtype=object)
     groups_arr = np.asarray(groups, dtype=object)
     labels = np.asarray(labels, dtype=np.int64)
@@ -102,7 +109,7 @@ def group_table(
     sorted_files = files[order].astype(str)
     if len(sorted_files) > 1 and np.any(sorted_files[1:] == sorted_files[:-1]):
         dup = str(sorted_files[1:][sorted_files[1:] == sorted_files[:-1]][0])
-        raise RMISError(f"file id {dup!r} occurs more than once")
+        raise RMISError(f"{at}file id {dup!r} occurs more than once")
     names: list[str] = []
     index: dict[str, int] = {}
     of_row = np.empty(len(files), dtype=np.int64)
@@ -120,7 +127,7 @@ def group_table(
         g = of_row[mismatch[0]]
         found = sorted({int(x) for x in labels[of_row == g]})
         raise RMISError(
-            f"group {names[g]!r} holds files of several classes (class indices {found}); a "
+            f"{at}group {names[g]!r} holds files of several classes (class indices {found}); a "
             "sealing unit must have one class: check the group column"
         )
     return GroupTable(names=names, of_row=of_row, label=group_label)
@@ -179,7 +186,10 @@ def sealed_split(
         SplitError: some class cannot be placed on both sides (detected up front), or no
             acceptable split was found within ``max_tries`` retries.
     """
-    bad = unplaceable_classes(table, test_size, class_names)
+    try:
+        bad = unplaceable_classes(table, test_size, class_names)
+    except RMISError as exc:  # a test size that leaves a side empty
+        raise type(exc)(f"{where}: {exc}") from None
     if bad:
         raise SplitError(
             f"{where}: at test size {test_size} with {table.n_groups} groups, classes {bad} cannot "

@@ -46,12 +46,11 @@ def _manifest(folder: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """All five datasets, generated once into one cache folder."""
-    root = tmp_path_factory.mktemp("synth_cache")
+def suite(synth_root: Path) -> Path:
+    """All five datasets, generated once per session (conftest) into one cache folder."""
     for name in SYNTH_DATASETS:
-        assert generate(name, root) == root / name
-    return root
+        assert synth._marker_ok(synth_root / name)
+    return synth_root
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,13 @@ def dist(t: float) -> float:
     return 1 - 1 / math.sqrt(1 + t * t)
 
 
+def znorm(values: list[float]) -> list[float]:
+    """(v - mean) / population std, by the definition (no numpy)."""
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return [(v - mean) / std for v in values]
+
+
 # --------------------------------------------------------------------------------------------
 # nearest_cosine_distance
 # --------------------------------------------------------------------------------------------
@@ -158,8 +165,11 @@ def test_2020_by_hand():
     assert res.subsets == {"dev": pytest.approx(dev, rel=1e-12), "eval": pytest.approx(100.0)}
     assert res.score == pytest.approx((dev + 100) / 2, rel=1e-12)
 
-    expected_clips = [math.nan] + [dist(t) for t in [0, 1, 3, 2, 4]]
-    np.testing.assert_allclose(res.clip_scores[:6], expected_clips, rtol=0, atol=1e-15)
+    # clip scores: the section's distances z-normalised over its test clips (every year)
+    expected_clips = [math.nan] + znorm([dist(t) for t in [0, 1, 3, 2, 4]])
+    np.testing.assert_allclose(res.clip_scores[:6], expected_clips, rtol=0, atol=1e-12)
+    assert np.mean(res.clip_scores[1:6]) == pytest.approx(0, abs=1e-12)
+    assert np.std(res.clip_scores[1:6]) == pytest.approx(1, rel=1e-12)
     assert np.isnan(res.clip_scores[np.array(kw["split"]) == "train"]).all()
     assert not np.isnan(res.clip_scores[np.array(kw["split"]) == "test"]).any()
 
@@ -215,9 +225,9 @@ def test_2021_by_hand_one_bank_with_both_domains():
     assert res.score == pytest.approx(h, rel=1e-12)
     np.testing.assert_allclose(
         res.clip_scores[2:],
-        [dist(0), dist(1), dist(3), dist(2), dist(4), 0.0, 1 - 1 / math.sqrt(5), 1.0],
+        znorm([dist(0), dist(1), dist(3), dist(2), dist(4), 0.0, 1 - 1 / math.sqrt(5), 1.0]),
         rtol=0,
-        atol=1e-15,
+        atol=1e-12,
     )
 
 
@@ -345,7 +355,8 @@ def reference(df: pd.DataFrame, year: int) -> dict:
                 test = mdf.loc[(mdf["section"] == sec) & (mdf["split"] == "test")]
                 test_emb = emb[test.index]
                 if year <= 2021:
-                    score = knn_score(emb[train.index], test_emb)
+                    s = knn_score(emb[train.index], test_emb)
+                    score = (s - np.mean(s)) / np.std(s)
                 else:
                     zs = []
                     for dom in ["source", "target"]:
@@ -616,3 +627,144 @@ def test_error_bad_shapes_and_sections():
     # integral floats are accepted as section numbers
     res = score_dcase(**{**kw, "section": [7.0] * 6}, year=2022)
     assert res.sections[0]["section"] == 7
+
+
+# --------------------------------------------------------------------------------------------
+# checks without embeddings (preflight)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rows", "year", "message"),
+    [
+        (
+            section_2020("dev", "fan", 0, [0], [1])
+            + [
+                ("dev", "test", "fan", 6, "source", "normal", [1.0, 0.0]),
+                ("dev", "test", "fan", 6, "source", "anomaly", [1.0, 1.0]),
+            ],
+            2020,
+            r"section 6: the memory bank is empty",
+        ),
+        (
+            [r for r in good_2022_rows() if not (r[1] == "train" and r[4] == "target")],
+            2023,
+            r"section 7: the target memory bank is empty",
+        ),
+        (
+            [r for r in section_2020("eval", "pump", 3, [0, 1], [2]) if r[5] == "normal"],
+            2020,
+            r"section 3: .*all normal",
+        ),
+        (
+            [r[:4] + ("target",) + r[5:] for r in section_2020("dev", "pump", 2, [0, 1], [2])]
+            + [("dev", "test", "pump", 2, "source", "normal", [1.0, 3.0])],
+            2021,
+            r"section 2: the source-domain test clips are all normal",
+        ),
+        (
+            good_2022_rows() + [("dev", "train", "fan", 9, "source", "normal", [1.0, 0.0])],
+            2022,
+            r"section 9: has 1 train clips but no test clips",
+        ),
+        (
+            [r[:5] + ("anomaly",) + r[6:] if i == 0 else r for i, r in enumerate(good_2022_rows())],
+            2024,
+            r"section 7: 1 train clip\(s\) are labelled 'anomaly'",
+        ),
+    ],
+)
+def test_check_dcase_layout_needs_no_embeddings(rows, year, message):
+    kw = table(*rows)
+    del kw["embeddings"]
+    with pytest.raises(RMISError, match=message):
+        dcase.check_dcase_layout(**kw, year=year)
+
+
+def test_check_dcase_layout_accepts_a_scorable_table():
+    kw = table(*good_2022_rows())
+    del kw["embeddings"]
+    assert dcase.check_dcase_layout(**kw, year=2022) is None
+
+
+# --------------------------------------------------------------------------------------------
+# the official harness's rounding (--compat rmis-official)
+# --------------------------------------------------------------------------------------------
+
+
+def sec(subset, machine, section, score):
+    return {"subset": subset, "machine": machine, "section": section, "score": score}
+
+
+def test_aggregate_official_rounding_2020_machines_rounded_before_the_subset_mean():
+    sections = [
+        sec("dev", "fan", 0, 200 / 3),
+        sec("dev", "fan", 2, 70.0),  # fan = 205/3 = 68.333... -> 68.33
+        sec("dev", "pump", 0, 33.3349),  # -> 33.33
+        sec("eval", "fan", 1, 100 / 3),  # -> 33.33
+    ]
+    out, machines, subsets, score = dcase.aggregate(sections, 2020)
+    assert [m["score"] for m in machines] == pytest.approx([205 / 3, 33.3349, 100 / 3])
+    assert subsets["dev"] == pytest.approx((205 / 3 + 33.3349) / 2, rel=1e-12)
+    assert score == pytest.approx(((205 / 3 + 33.3349) / 2 + 100 / 3) / 2, rel=1e-12)
+    assert out == sections
+
+    out, machines, subsets, score = dcase.aggregate(sections, 2020, official_rounding=True)
+    assert [m["score"] for m in machines] == [68.33, 33.33, 33.33]
+    assert subsets == {"dev": pytest.approx(50.83, abs=1e-12), "eval": 33.33}
+    assert score == pytest.approx((50.83 + 33.33) / 2, abs=1e-12)  # 42.08, default 42.0841
+    assert [s["score"] for s in out] == [66.67, 70.0, 33.33, 33.33]
+    assert sections[0]["score"] == 200 / 3  # the input is not modified
+
+
+def test_aggregate_official_rounding_2021_harmonic():
+    sections = [
+        sec("dev", "fan", 0, 80.0),
+        sec("dev", "fan", 1, 60.0),
+        sec("dev", "pump", 0, 90.004),
+    ]
+    _, machines, subsets, score = dcase.aggregate(sections, 2021, official_rounding=True)
+    # fan: hmean(80, 60) = 68.5714... -> 68.57; pump 90.004 -> 90.0
+    assert [m["score"] for m in machines] == [68.57, 90.0]
+    assert subsets["dev"] == pytest.approx(2 / (1 / 68.57 + 1 / 90.0), rel=1e-12)
+    assert score == subsets["dev"]
+    _, _, default, _ = dcase.aggregate(sections, 2021)
+    assert default["dev"] == pytest.approx(2 / (1 / (2 / (1 / 80 + 1 / 60)) + 1 / 90.004))
+
+
+def test_aggregate_official_rounding_2023_subset_over_all_sections():
+    # 2023-2025: the official subset figure is the hmean over ALL the subset's sections,
+    # rounded; the dataset score is the hmean of the rounded subset figures.
+    sections = [
+        sec("dev", "fan", 0, 80.0),
+        sec("dev", "fan", 1, 60.0),
+        sec("dev", "valve", 0, 90.004),
+        sec("eval", "pump", 0, 55.557),
+    ]
+    _, machines, subsets, score = dcase.aggregate(sections, 2023, official_rounding=True)
+    dev = 3 / (1 / 80 + 1 / 60 + 1 / 90.004)  # 74.4836...
+    assert subsets == {"dev": round(dev, 2), "eval": 55.56}
+    assert subsets["dev"] == 74.48
+    assert score == pytest.approx(2 / (1 / 74.48 + 1 / 55.56), rel=1e-12)
+    assert [m["score"] for m in machines] == [68.57, 90.0, 55.56]
+    _, _, default, _ = dcase.aggregate(sections, 2023)
+    assert default["dev"] == pytest.approx(2 / (1 / (2 / (1 / 80 + 1 / 60)) + 1 / 90.004))
+
+
+def test_score_dcase_official_rounding_2020_by_hand():
+    rows = (
+        section_2020("dev", "fan", 2, [0, 1, 3], [2, 4])  # AUC 83.33.., pAUC 73.68..
+        + section_2020("dev", "fan", 0, [0, 1], [2, 3])  # 100
+        + section_2020("dev", "pump", 0, [2, 3], [0, 1])  # AUC 0, pAUC 47.37..
+        + section_2020("eval", "fan", 1, [0], [1])  # 100
+    )
+    plain = score_dcase(**table(*rows), year=2020)
+    res = score_dcase(**table(*rows), year=2020, official_rounding=True)
+    fan2 = res.sections[1]
+    assert (fan2["auc"], fan2["pauc"], fan2["score"]) == (83.33, 73.68, 78.51)
+    # fan = ((83.333 + 73.684) / 2 + 100) / 2 = 89.2544 -> 89.25; pump 23.684 -> 23.68
+    assert [m["score"] for m in res.machines] == [89.25, 23.68, 100.0]
+    assert res.subsets == {"dev": pytest.approx((89.25 + 23.68) / 2, abs=1e-12), "eval": 100.0}
+    assert res.score == pytest.approx(((89.25 + 23.68) / 2 + 100) / 2, abs=1e-12)  # 78.2325
+    assert plain.score == pytest.approx(78.2346, abs=1e-4)  # unrounded by default
+    np.testing.assert_array_equal(res.clip_scores, plain.clip_scores)

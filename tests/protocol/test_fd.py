@@ -130,7 +130,89 @@ def test_official_split_by_hand() -> None:
     ev = FDEvaluator(x, [f"f{i}" for i in range(7)], labels, ["a", "b"], k=1)
     # f4 (0.05) -> f0/f1 'a' correct; f5 (1.2) -> f2 (1.5) 'b' wrong; f6 (0.9) -> f2 'b'?
     # |0.9 - 0.1| = 0.8 > |1.5 - 0.9| = 0.6 -> 'b' correct. recall a = 1/2, b = 1/1 -> 75 %
-    assert ev.official(split).score == pytest.approx(75.0)
+    res = ev.official(split)
+    assert res.score == pytest.approx(75.0)
+    # the single run is reported like a sealed run, with per-class accuracies and predictions
+    assert res.std is None and len(res.runs) == 1
+    run = res.runs[0]
+    assert (run.run, run.seed, run.test_groups) == (0, None, None)
+    assert run.macro_acc == res.score and run.per_class == {"a": 50.0, "b": 100.0}
+    assert run.predictions == {"f4": "a", "f5": "b", "f6": "b"}
+
+
+def test_official_split_official_rounding() -> None:
+    # k = 1 on the circle: train a at 0.0, 0.1, b at 1.5, 1.6; test a at 0.05, 0.02 (right)
+    # and 1.4 (nearest 1.5: wrong); b at 1.55 (right). Recall a = 2/3, b = 1 -> 83.333...
+    ang = np.array([0.0, 0.1, 1.5, 1.6, 0.05, 0.02, 1.4, 1.55])
+    x = np.stack([np.cos(ang), np.sin(ang)], 1)
+    labels = ["a", "a", "b", "b", "a", "a", "a", "b"]
+    split = [True] * 4 + [False] * 4
+    ev = FDEvaluator(x, [f"f{i}" for i in range(8)], labels, ["a", "b"], k=1)
+    plain = ev.official(split)
+    assert plain.score == pytest.approx(250 / 3, rel=1e-12)
+    assert plain.runs[0].per_class == pytest.approx({"a": 200 / 3, "b": 100.0}, rel=1e-12)
+    assert plain.runs[0].predictions == {"f4": "a", "f5": "a", "f6": "b", "f7": "b"}
+    rounded = ev.official(split, official_rounding=True)
+    assert rounded.score == 83.33 and rounded.runs[0].per_class == {"a": 66.67, "b": 100.0}
+
+
+@pytest.mark.parametrize(
+    ("split", "message"),
+    [
+        ([True] * 4 + [False] * 3 + [True], r"classes \['b'\] have no test files"),
+        ([True, True] + [False] * 6, r"classes \['b'\] have no train files"),
+        ([True] * 8, "the official split has no test files"),
+    ],
+)
+def test_official_split_needs_every_class_on_both_sides(split, message) -> None:
+    from rmis.errors import RMISError
+
+    x = np.random.default_rng(0).normal(size=(8, 3))
+    labels = ["a", "a", "b", "b", "a", "a", "a", "b"]
+    ev = FDEvaluator(x, [f"f{i}" for i in range(8)], labels, ["a", "b"], where="toy")
+    with pytest.raises(RMISError, match="toy: " + message):
+        ev.official(split)
+
+
+def traitor_dataset():
+    """3 classes x 2 groups x 3 files on orthogonal axes; every class-a group holds one file
+    pointing at class b's axis. A sealed split at 0.5 puts one group of each class on each
+    side, so every run has recall a = 2/3, b = c = 1: macro accuracy 88.888... by hand."""
+    rng = np.random.default_rng(7)
+    e = np.eye(3)
+    x, files, groups, labels = [], [], [], []
+    for c, axis in (("a", 0), ("b", 1), ("c", 2)):
+        for g in range(2):
+            for i in range(3):
+                v = e[1] + 0.01 * e[0] if c == "a" and i == 2 else e[axis]
+                x.append(v + 1e-4 * rng.normal(size=3))
+                files.append(f"{c}{g}_{i}")
+                groups.append(f"{c}{g}")
+                labels.append(c)
+    return np.array(x), files, groups, labels
+
+
+def test_sealed_official_rounding_rounds_each_run_before_the_mean() -> None:
+    x, files, groups, labels = traitor_dataset()
+    ev = FDEvaluator(x, files, labels, ["a", "b", "c"], groups)
+    plain = ev.sealed(0.5, runs=3)
+    assert [r.macro_acc for r in plain.runs] == pytest.approx([800 / 9] * 3, rel=1e-12)
+    assert plain.score == pytest.approx(800 / 9, rel=1e-12)  # 88.888...
+    assert plain.runs[0].per_class == pytest.approx({"a": 200 / 3, "b": 100.0, "c": 100.0})
+    assert plain.runs[0].predictions is None  # sealed runs do not list predictions
+    rounded = ev.sealed(0.5, runs=3, official_rounding=True)
+    assert [r.macro_acc for r in rounded.runs] == [88.89] * 3
+    assert rounded.runs[0].per_class == {"a": 66.67, "b": 100.0, "c": 100.0}
+    assert rounded.score == pytest.approx(88.89, abs=1e-12)
+    assert rounded.std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_one_run_has_no_std() -> None:
+    x, files, groups, labels = traitor_dataset()
+    ev = FDEvaluator(x, files, labels, ["a", "b", "c"], groups)
+    res = ev.sealed(0.5, runs=1)
+    assert res.std is None and len(res.runs) == 1
+    assert ev.sealed(0.5, runs=2).std == pytest.approx(0.0, abs=1e-12)
 
 
 def test_curve_area_closed_form() -> None:
@@ -189,9 +271,9 @@ def test_vote_ties_from_duplicated_signals_go_to_lowest_class() -> None:
     x = np.array([[1.0, 0.2], [1.0, 0.2], [0.0, 1.0], [1.0, 0.21]])
     files = ["a", "b", "c", "d"]
     ev = FDEvaluator(x, files, ["c2", "c1", "c0", "c0"], ["c0", "c1", "c2"], k=2)
-    assert ev.official([True, True, True, False]).score == 0.0  # predicted c1, truth c0
     _, pred = ev.predict(np.array([True, True, True, False]))
-    assert pred.tolist() == [1]
+    assert pred.tolist() == [1]  # predicted c1, truth c0
+    assert macro_accuracy(np.array([0]), pred, 3) == 0.0
 
 
 def test_predictions_equal_float64_reference_with_many_exact_ties() -> None:
