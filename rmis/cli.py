@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 import rmis
+from rmis.data.specs import PROTOCOLS
 from rmis.errors import RMISError
 
 _VERBOSE_FLAGS = ("-v", "--verbose")
@@ -360,16 +361,7 @@ BoardSuite = Literal["auto", "rmis", "synth", "manifest"]
 BoardFormat = Literal["table", "markdown", "csv", "html"]
 Precision = Literal["fp32", "fp16", "bf16"]
 Compat = Literal["none", "rmis-official"]
-Protocol = Literal[
-    "fd",
-    "fd-official-split",
-    "dcase2020",
-    "dcase2021",
-    "dcase2022",
-    "dcase2023",
-    "dcase2024",
-    "dcase2025",
-]
+Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 
 
 def _names(text: str | None) -> list[str] | None:
