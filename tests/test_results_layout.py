@@ -335,7 +335,7 @@ def test_table_out_is_plain_text_and_html_is_a_page(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert lines[0] == "rmis leaderboard"
     header = next(x for x in lines if x.startswith("model"))
-    assert header.split()[:6] == ["model", "source", "params", "(M)", "AD", "FD"]
+    assert header.split()[:6] == ["model", "source", "params", "AD", "FD", "RMIS"]
     assert "," not in header and "family,variant" not in text
     row = next(x for x in lines if x.startswith("Fam v"))
     assert row.split()[2:4] == ["measured", "3"] and row.endswith("1/19")
