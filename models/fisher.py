@@ -20,15 +20,18 @@ are the official ones, so released checkpoints load unchanged (strictly).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rmis.checkpoints import load_checkpoint
-from rmis.encoders import Encoder, EncoderInfo, register_encoder
+from rmis.encoders import Encoder
 from rmis.errors import RMISError
+from rmis.frontends import frame_window, stft_magnitude
+from rmis.models.layers import Attention, Mlp
+from rmis.weights import Pretrained, load_strict, read_weights, register_family
 
 LOG_MEAN = -3.017344307886898
 LOG_STD = 2.1531635155379805
@@ -120,30 +123,6 @@ def sincos_positions(dim: int, rows: int, cols: int) -> torch.Tensor:
         arg = p[:, None] * omega[None, :]
         halves += [torch.sin(arg), torch.cos(arg)]
     return torch.cat(halves, dim=1)
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=True)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # scale (c/h)^-0.5
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class Block(nn.Module):
@@ -269,11 +248,8 @@ def log_spectrogram(windows: torch.Tensor, sample_rate: int, normalize: bool = T
             f"FISHER: a window of {windows.shape[-1]} samples is shorter than one "
             f"STFT frame ({n_fft} samples at {sample_rate} Hz)"
         )
-    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float32, device=windows.device)
-    spec = torch.stft(
-        windows.float(), n_fft, hop, window=window, center=False, return_complex=True
-    ).abs()
-    x = torch.log(spec + 1e-10).transpose(1, 2)
+    window = frame_window("hann", n_fft, periodic=True, device=windows.device)
+    x = torch.log(stft_magnitude(windows, n_fft, hop, window) + 1e-10)
     return (x - LOG_MEAN) / (2 * LOG_STD) if normalize else x
 
 
@@ -287,9 +263,10 @@ class Fisher(Encoder):
         self, checkpoint: str | None = None, variant: str = "tiny", normalize: bool = True
     ) -> None:
         super().__init__()
-        source = checkpoint or VARIANTS[variant]["checkpoints"][0]
-        ckpt = load_checkpoint(source, kind="fisher")
-        model_cfg = ckpt.cfg.get("model") if isinstance(ckpt.cfg, dict) else None
+        spec = next(s for s in PRETRAINED if s.variant == variant)
+        source = checkpoint or spec.sources[0]
+        weights = read_weights(source, spec)
+        model_cfg = weights.config.get("model") if isinstance(weights.config, dict) else None
         if not isinstance(model_cfg, dict):
             raise RMISError(
                 f"{source}: no cfg['model'] in the checkpoint; FISHER checkpoints "
@@ -297,40 +274,15 @@ class Fisher(Encoder):
             )
         self.cfg = FisherConfig.from_cfg(model_cfg)
         self.vit = FisherViT(self.cfg)
-        load_strict(self.vit, ckpt.state_dict, source)
+        load_strict(self.vit, weights.state_dict, source)
         self.normalize = bool(normalize)
         self.band_dim = self.cfg.embed_dim  # the embedding is n_bands blocks of this size
         self.band_bins = self.cfg.band_width  # STFT bins per sub-band
-        self.weights_sha256 = ckpt.sha256
-        self.revision = ckpt.revision
+        self.weights_sha256 = weights.sha256
+        self.revision = weights.revision
 
     def embed(self, windows: torch.Tensor, sample_rate: int) -> torch.Tensor:
         return self.vit(log_spectrogram(windows, sample_rate, self.normalize))
-
-
-def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` exactly: every key present, none extra, every shape equal."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or extra or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
-        if extra:
-            parts.append(f"unexpected keys {extra[:5]}" + (" ..." if len(extra) > 5 else ""))
-        if shapes:
-            parts.append("shape mismatch " + "; ".join(shapes[:5]))
-        raise RMISError(
-            f"checkpoint {source} does not match the FISHER architecture of its "
-            f"cfg: " + "; ".join(parts)
-        )
-    model.load_state_dict(state, strict=True)
 
 
 def fisher_flops(cfg: FisherConfig, n_bands: int) -> float:
@@ -348,29 +300,37 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "small": {"params": 22.0, "dim": 384, "checkpoints": ("hf://jiangab/FISHER-small-0723",)},
 }
 
-
-def _factory(variant: str):
-    def make(checkpoint: str | None = None, normalize: bool = True) -> Fisher:
-        return Fisher(checkpoint=checkpoint, variant=variant, normalize=normalize)
-
-    return make
-
-
-for _v, _meta in VARIANTS.items():
-    register_encoder(
-        EncoderInfo(
-            name=f"fisher-{_v}",
-            family="FISHER",
-            variant=_v,
-            factory=_factory(_v),
-            params_millions=_meta["params"],
-            sample_rate=None,
-            embedding=f"concatenated band CLS vectors: n_bands x {_meta['dim']}",
-            checkpoints=_meta["checkpoints"],
-            license="see the FISHER release",
-            paper="Fan, Jiang et al., FISHER, arXiv:2507.16696",
-        )
+#: The released variants as weights-layer rows. The released file is a torch pickle
+#: ``{"cfg": ..., "model": state_dict}`` whose ``cfg`` may hold omegaconf objects (the official
+#: loader uses ``weights_only=False``); :func:`rmis.weights.safe_torch_load` reads those as plain
+#: data. A ``.safetensors`` copy with the cfg as JSON metadata (or a config.json beside it)
+#: loads too.
+PRETRAINED = tuple(
+    Pretrained(
+        name=f"fisher-{v}",
+        family="FISHER",
+        variant=v,
+        sources=meta["checkpoints"],
+        file_format="torch",
+        state_path=("model",),
+        config_path=("cfg",),
+        sample_rate=None,
+        frontend="log |STFT| 25/10 ms (native rate), 1024 frames",
+        pooling="band CLS vectors, concatenated",
+        dim=f"n_bands x {meta['dim']}",
+        params_millions=meta["params"],
+        license="see the FISHER release",
+        paper="Fan, Jiang et al., FISHER, arXiv:2507.16696",
     )
+    for v, meta in VARIANTS.items()
+)
+
+
+def _make(spec: Pretrained, checkpoint: str | None = None, normalize: bool = True) -> Fisher:
+    return Fisher(checkpoint=checkpoint, variant=spec.variant, normalize=normalize)
+
+
+register_family(PRETRAINED, _make)
 
 __all__ = [
     "Fisher",
@@ -418,9 +378,14 @@ def official_cfg(variant: str, **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def random_checkpoint(variant: str, path: str | Any, seed: int = 0, **overrides: Any) -> Any:
+def random_checkpoint(name: str, path: str | Path, seed: int = 0, **overrides: Any) -> Path:
     """Write an official-format checkpoint ``{"cfg": {"model": ...}, "model": state_dict}`` with
-    random weights (the fixed position table as the official code builds it)."""
+    random weights (the fixed position table as the official code builds it) for variant
+    ``name`` (registry name ``fisher-tiny`` or bare ``tiny``); returns the path.
+    ``overrides`` change ``cfg["model"]`` entries (``depth=1`` ...)."""
+    variant = name.removeprefix("fisher-")
+    if variant not in RELEASED:
+        raise RMISError(f"no FISHER variant {name!r} (known: {sorted(RELEASED)})")
     cfg_dict = official_cfg(variant, **overrides)
     torch.manual_seed(seed)
     vit = FisherViT(FisherConfig.from_cfg(cfg_dict))
@@ -433,4 +398,4 @@ def random_checkpoint(variant: str, path: str | Any, seed: int = 0, **overrides:
             else:
                 p.copy_(torch.randn_like(p) * 0.02)
     torch.save({"cfg": {"model": cfg_dict}, "model": vit.state_dict()}, path)
-    return path
+    return Path(path)

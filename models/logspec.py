@@ -16,6 +16,7 @@ import torch
 
 from rmis.encoders import Encoder, EncoderInfo, register_encoder
 from rmis.errors import RMISError
+from rmis.frontends import frame_window, stft_magnitude
 
 _CHUNK_SAMPLES = 1_500_000
 
@@ -50,7 +51,7 @@ class LogSpec(Encoder):
                     f"logspec: {self.band_hz:g}-Hz bands are narrower than the STFT bin spacing "
                     f"at {sample_rate} Hz; use a larger band_hz"
                 )
-            window = torch.hann_window(n_fft, periodic=True, dtype=torch.float32, device=device)
+            window = frame_window("hann", n_fft, periodic=True, device=device)
             self._cache[key] = (window, (weights / counts).to(torch.float32).to(device))
         return self._cache[key]
 
@@ -66,10 +67,8 @@ class LogSpec(Encoder):
         step = max(1, _CHUNK_SAMPLES // windows.shape[-1])
         out = []
         for chunk in windows.float().split(step):
-            spec = torch.stft(
-                chunk, n_fft, hop, window=window, center=False, return_complex=True
-            ).abs()  # [b, F, T]
-            logmag = torch.log(spec + 1e-6).transpose(1, 2) @ bands  # [b, T, n_bands]
+            spec = stft_magnitude(chunk, n_fft, hop, window)  # [b, T, F]
+            logmag = torch.log(spec + 1e-6) @ bands  # [b, T, n_bands]
             std, mean = torch.std_mean(logmag, dim=1, correction=0)
             out.append(torch.cat([mean, std], dim=1))
         return torch.cat(out)

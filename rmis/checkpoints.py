@@ -49,18 +49,22 @@ def checkpoint_cache_dir() -> Path:
     return default_cache_dir() / "checkpoints"
 
 
-def resolve(source: str) -> tuple[Path, str | None]:
-    """Local path of a checkpoint source (downloading if needed) and its revision."""
+def resolve(source: str, folder: bool = False) -> tuple[Path, str | None]:
+    """Local path of a checkpoint source (downloading if needed) and its revision.
+
+    With ``folder=True`` (hub-layout releases: ``config.json`` + safetensors shards), a local
+    folder or a hub snapshot is returned as the folder itself instead of its one weights file.
+    """
     if source.startswith(("https://", "http://")):
         return _download_url(source), None
     path = Path(source).expanduser()
     if path.exists():
         if path.is_dir():
-            return _pick_file(path, source), None
+            return (path if folder else _pick_file(path, source)), None
         return path, None
     repo = source[5:] if source.startswith("hf://") else source
     if source.startswith("hf://") or (repo.count("/") == 1 and not repo.startswith((".", "/"))):
-        return _from_hub(repo)
+        return _from_hub(repo, folder=folder)
     raise RMISError(
         f"checkpoint {source!r} does not exist (give a file, hf://owner/name or an https URL)"
     )
@@ -129,7 +133,7 @@ def _pick_file(folder: Path, source: str) -> Path:
     return files[0]
 
 
-def _from_hub(repo: str) -> tuple[Path, str | None]:
+def _from_hub(repo: str, folder: bool = False) -> tuple[Path, str | None]:
     repo_id, _, revision = repo.partition("@")
     try:
         from huggingface_hub import snapshot_download
@@ -140,7 +144,7 @@ def _from_hub(repo: str) -> tuple[Path, str | None]:
             "and pass --checkpoint PATH"
         ) from None
     try:
-        folder = Path(
+        snapshot = Path(
             snapshot_download(
                 repo_id,
                 revision=revision or None,
@@ -155,7 +159,7 @@ def _from_hub(repo: str) -> tuple[Path, str | None]:
             "machine and pass it with --checkpoint PATH, or copy the hub cache "
             "(~/.cache/huggingface) to this machine and set HF_HUB_OFFLINE=1"
         ) from None
-    return _pick_file(folder, repo_id), folder.name
+    return (snapshot if folder else _pick_file(snapshot, repo_id)), snapshot.name
 
 
 def _first_sentence(exc: BaseException, limit: int = 300) -> str:

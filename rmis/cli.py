@@ -361,6 +361,11 @@ BoardSuite = Literal["auto", "rmis", "synth", "manifest"]
 BoardFormat = Literal["table", "markdown", "csv", "html"]
 Precision = Literal["fp32", "fp16", "bf16"]
 Compat = Literal["none", "rmis-official"]
+Resampler = Literal["sinc", "soxr"]
+RESAMPLER_HELP = (
+    "How files are brought to the model's rate: sinc (the benchmark's, an exact port of the "
+    "official harness's torchaudio resampling) or soxr (faster; moves embeddings by 2-5 %)."
+)
 Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 
 
@@ -445,6 +450,7 @@ def eval_(
         ),
     ] = "none",
     dataset_dir: DatasetDirs = None,
+    resampler: Annotated[Resampler, typer.Option("--resampler", help=RESAMPLER_HELP)] = "sinc",
 ) -> None:
     """Evaluate an encoder: extract (or reuse cached) embeddings, score every dataset, write
     one result JSON per dataset (`RESULTS/<model>/<config id>/<dataset>.json`, with a
@@ -512,7 +518,9 @@ def eval_(
         return encoders[key]
 
     encoder_for(options)  # fail early on a bad model, checkpoint or option
-    config = run_config(encoder_for(options), options, compat, precision, runs, checkpoint)
+    config = run_config(
+        encoder_for(options), options, compat, precision, runs, checkpoint, resampler
+    )
     results = []
     columns = (
         TextColumn("{task.description}"),
@@ -546,6 +554,7 @@ def eval_(
                     compat=compat,
                     config=config,
                     recompute=recompute,
+                    resampler=resampler,
                 )
             )
     _print_eval(model, suite, results, missing, results_dir)
@@ -633,6 +642,7 @@ def embed(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Windows per forward pass.")
     ] = 32,
+    resampler: Annotated[Resampler, typer.Option("--resampler", help=RESAMPLER_HELP)] = "sinc",
 ) -> None:
     """Embed arbitrary files with the benchmark's windowing (one vector per file)."""
     from rmis.encoders import load_encoder, parse_options
@@ -653,7 +663,12 @@ def embed(
     encoder = load_encoder(model, checkpoint=checkpoint, device=device, **parse_options(option))
     items = [FileItem(str(f), str(f)) for f in files]
     res = extract(
-        items, encoder, window_seconds=window_seconds, batch_size=batch_size, num_workers=0
+        items,
+        encoder,
+        window_seconds=window_seconds,
+        batch_size=batch_size,
+        num_workers=0,
+        resampler=resampler,
     )
     import io
 
@@ -721,31 +736,55 @@ def check_model(
 
 
 @list_app.command("models")
-def list_models() -> None:
-    """Registered encoders and their metadata."""
+@_user_errors
+def list_models(
+    pattern: Annotated[
+        str | None,
+        typer.Argument(help="Only names matching this shell pattern, e.g. 'ced-*'."),
+    ] = None,
+) -> None:
+    """Registered encoders and their metadata, one block per variant."""
+    import textwrap
+
+    from rich.markup import escape
+
     from rmis.encoders import list_encoders
 
-    table = _table("rmis encoders")
-    for col in ("name", "family", "variant", "params\n(M)", "input\nrate", "embedding", "weights"):
-        table.add_column(
-            col,
-            no_wrap=col == "name",
-            overflow="fold",
-            ratio=1 if col in ("embedding", "weights") else None,
-        )
-    for i in list_encoders():
-        rate = "native" if i.sample_rate is None else f"{i.sample_rate} Hz"
-        params = "" if i.params_millions is None else f"{i.params_millions:g}"
-        table.add_row(
-            i.name,
-            i.family,
-            i.variant,
-            params,
-            rate,
-            i.embedding,
-            i.checkpoints[0] if i.checkpoints else "none needed",
-        )
-    console.print(table)
+    infos = list_encoders(pattern)
+    if not infos:
+        raise RMISError(f"no registered model matches {pattern!r} (see `rmis list models`)")
+    width = max(40, min(console.width, 100))
+    family = None
+    for i in infos:
+        if i.family != family:
+            family = i.family
+            console.print(f"[bold]{escape(family)}[/]", highlight=False)
+        facts = [f"variant {i.variant}"]
+        if i.params_millions is not None:
+            facts.append(f"{i.params_millions:g} M params")
+        facts.append("native rate" if i.sample_rate is None else f"{i.sample_rate} Hz")
+        if i.dim is not None:
+            facts.append(f"dim {i.dim}")
+        console.print(f"  [cyan]{escape(i.name)}[/]  " + escape(", ".join(facts)), highlight=False)
+        rows = [
+            ("front-end", i.frontend),
+            ("pooling", i.pooling or ("" if i.dim is not None else i.embedding)),
+            ("licence", i.license),
+            ("weights", i.checkpoints[0] if i.checkpoints else "none needed"),
+        ]
+        for label, value in rows:
+            if not value:
+                continue
+            lines = textwrap.wrap(
+                value,
+                width=width,
+                initial_indent=f"    {label + ':':<11}",
+                subsequent_indent=" " * 15,
+                break_long_words=True,
+                break_on_hyphens=False,
+            )
+            for line in lines:
+                console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 @list_app.command("datasets")

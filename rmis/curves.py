@@ -245,7 +245,12 @@ def band_curve(
             )
             bins = res["model"].get("band_bins")
             n_fft = 25 * ds.spec.sample_rate // 1000
-            top = b * bins * ds.spec.sample_rate / n_fft if bins else None
+            # a partial last band (ECHO pads it) ends at Nyquist, not beyond
+            top = (
+                min(b * bins * ds.spec.sample_rate / n_fft, ds.spec.sample_rate / 2)
+                if bins
+                else None
+            )
             rows.append(
                 {
                     "dataset": ds.name,

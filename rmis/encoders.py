@@ -17,6 +17,7 @@ names a module, imported on first use, or a callable, called once).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib
 import inspect
@@ -36,7 +37,21 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "rmis.encoders"
 #: Built-in adapter modules, imported on first use of the registry.
-BUILTIN_MODULES = ("rmis.models.logspec", "rmis.models.fisher")
+BUILTIN_MODULES = (
+    "rmis.models.logspec",
+    "rmis.models.fisher",
+    "rmis.models.passt",
+    "rmis.models.beats",
+    "rmis.models.audiomae",
+    "rmis.models.eat",
+    "rmis.models.muq",
+    "rmis.models.ced",
+    "rmis.models.dasheng",
+    "rmis.models.echo",
+    "rmis.models.wav2vec2",
+    "rmis.models.whisper",
+    "rmis.models.qwen_audio",
+)
 
 
 class Encoder(torch.nn.Module):
@@ -83,6 +98,9 @@ class EncoderInfo:
         checkpoints: where the weights come from (hub ids, URLs), first = default.
         license: licence of the weights.
         paper: reference.
+        frontend: the input features (``kaldi fbank 128``; "" if not stated).
+        pooling: how a window embedding is formed (``mean of last-layer tokens``).
+        dim: embedding dimension, or a description for rate-dependent ones (None: not stated).
     """
 
     name: str
@@ -95,6 +113,9 @@ class EncoderInfo:
     checkpoints: tuple[str, ...] = ()
     license: str = ""
     paper: str = ""
+    frontend: str = ""
+    pooling: str = ""
+    dim: int | str | None = None
 
 
 _REGISTRY: dict[str, EncoderInfo] = {}
@@ -125,10 +146,18 @@ def _load_plugins() -> None:
             log.warning("could not load encoder plugin %r (%s): %s", ep.name, ep.value, exc)
 
 
-def list_encoders() -> list[EncoderInfo]:
-    """All registered encoder variants, sorted by family and name."""
+def list_encoders(pattern: str | None = None) -> list[EncoderInfo]:
+    """Registered encoder variants, sorted by family and name.
+
+    Args:
+        pattern: a shell-style pattern (:mod:`fnmatch`, case-insensitive) on the registry name,
+            e.g. ``"ced-*"``; None lists all.
+    """
     _load_plugins()
-    return sorted(_REGISTRY.values(), key=lambda i: (i.family.lower(), i.name))
+    infos = sorted(_REGISTRY.values(), key=lambda i: (i.family.lower(), i.name))
+    if pattern is None:
+        return infos
+    return [i for i in infos if fnmatch.fnmatch(i.name.lower(), pattern.lower())]
 
 
 def get_encoder_info(name: str) -> EncoderInfo:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from rmis.audio import DEFAULT_RESAMPLER
 from rmis.data.specs import AD_DATASETS, DATASETS, DatasetSpec, closest
 from rmis.errors import RMISError
 from rmis.extract import EmbeddingCache, FileItem, cache_key, encoder_fingerprint, extract
@@ -84,10 +85,11 @@ def run_config(
     precision: str = "fp32",
     runs: int = DEFAULT_RUNS,
     checkpoint: str | None = None,
+    resampler: str = DEFAULT_RESAMPLER,
 ) -> dict[str, Any]:
     """What a run configuration is: the model, its weights (``checkpoint`` as given, SHA-256,
     revision), the user's adapter options (``-o``, sorted; not the per-dataset ``--compat``
-    ones), the compat mode, the precision and the number of sealed-split runs."""
+    ones), the compat mode, the precision, the number of sealed-split runs and the resampler."""
     info = encoder.info
     return {
         "model": info.name,
@@ -100,14 +102,17 @@ def run_config(
         "compat": compat,
         "precision": precision,
         "runs": runs,
+        "resampler": resampler,
     }
 
 
 def config_id(cfg: dict[str, Any]) -> str:
     """Short, stable id of a run configuration: the first 10 hex digits of the SHA-256 of the
-    canonical JSON of its :data:`CONFIG_ID_FIELDS` (results live in
-    ``RESULTS/<model>/<config id>/``)."""
+    canonical JSON of its :data:`CONFIG_ID_FIELDS`, plus ``resampler`` when it is not the
+    default (results live in ``RESULTS/<model>/<config id>/``)."""
     fields = {k: cfg.get(k) for k in CONFIG_ID_FIELDS}
+    if cfg.get("resampler") not in (None, DEFAULT_RESAMPLER):
+        fields["resampler"] = cfg["resampler"]
     blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -124,6 +129,8 @@ def config_differences(cfg: dict[str, Any]) -> list[str]:
         out.append(f"precision={cfg['precision']}")
     if cfg.get("runs") not in (None, DEFAULT_RUNS):
         out.append(f"runs={cfg['runs']}")
+    if cfg.get("resampler") not in (None, DEFAULT_RESAMPLER):
+        out.append(f"resampler={cfg['resampler']}")
     return out
 
 
@@ -413,6 +420,7 @@ def evaluate_dataset(
     compat: str = "none",
     config: dict[str, Any] | None = None,
     recompute: bool = False,
+    resampler: str = DEFAULT_RESAMPLER,
 ) -> dict[str, Any]:
     """Embed (or reuse) one dataset, score it and write
     ``results_dir/<model>/<config id>/<dataset>.json`` and the configuration's ``run.json``.
@@ -420,14 +428,16 @@ def evaluate_dataset(
     ``input_rate`` overrides the encoder's input rate and ``compat`` is recorded (see
     :func:`compat_settings`). ``config`` is the run configuration (:func:`run_config` of the
     user's options; by default that of ``options``). ``recompute`` ignores and replaces the
-    cached embeddings."""
+    cached embeddings. ``resampler`` (``sinc``/``soxr``) is part of the cache key."""
     if config is None:
-        config = run_config(encoder, options, compat, precision, runs)
+        config = run_config(encoder, options, compat, precision, runs, resampler=resampler)
     started = time.perf_counter()
     check_rate_dims(ds, encoder, input_rate)
     items = ds.items()
     enc_fp = encoder_fingerprint(encoder, options)
-    key, parts = cache_key(enc_fp, items, ds.spec.window_seconds, precision, input_rate)
+    key, parts = cache_key(
+        enc_fp, items, ds.spec.window_seconds, precision, input_rate, resampler=resampler
+    )
     model = enc_fp["model"]
     cache = EmbeddingCache(cache_dir / "embeddings" / model / f"{ds.name}-{key}", parts)
     expected = ds.spec.sample_rate or None
@@ -444,6 +454,7 @@ def evaluate_dataset(
         progress=progress,
         input_rate=input_rate,
         recompute=recompute,
+        resampler=resampler,
     )
     meta = ds.table.drop(columns="path")
     if ext.skipped:
@@ -491,6 +502,8 @@ def evaluate_dataset(
             "runs": runs,
             "config_id": config_id(config),
             "input_rate": input_rate,
+            "resampler": resampler,
+            "preprocessing_version": parts["preprocessing_version"],
             "files_embedded": ext.computed,
             "files_reused_from_cache": ext.reused,
             "windows_embedded": ext.windows,

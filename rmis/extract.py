@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rmis.audio import PREPROCESSING_VERSION, load_windows
+from rmis.audio import DEFAULT_RESAMPLER, PREPROCESSING_VERSION, RESAMPLERS, load_windows
 from rmis.encoders import Encoder, adapter_source_sha256
 from rmis.errors import RMISError
 from rmis.io import atomic_write_bytes, atomic_write_json
@@ -106,12 +106,14 @@ def cache_key(
     window_seconds: float,
     precision: str,
     input_rate: int | None = None,
+    resampler: str = DEFAULT_RESAMPLER,
 ) -> tuple[str, dict[str, Any]]:
-    """(key, its components): encoder fingerprint, preprocessing version, window, precision and
-    the dataset's manifest and modification-time hashes."""
+    """(key, its components): encoder fingerprint, preprocessing version, resampler, window,
+    precision and the dataset's manifest and modification-time hashes."""
     parts = {
         "encoder": encoder_fp,
         "preprocessing_version": PREPROCESSING_VERSION,
+        "resampler": resampler,
         "window_seconds": window_seconds,
         "precision": precision,
         "input_rate": input_rate,
@@ -210,7 +212,9 @@ class _WindowDataset(Dataset):
         target_rate: int | None,
         expected_rate: int | None,
         skip_bad: bool,
+        resampler: str = DEFAULT_RESAMPLER,
     ) -> None:
+        self.resampler = resampler
         self.items = list(items)
         self.window_seconds = window_seconds
         self.target_rate = target_rate
@@ -223,7 +227,11 @@ class _WindowDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int, str | None]:
         try:
             windows, rate = load_windows(
-                self.items[i].path, self.window_seconds, self.target_rate, self.expected_rate
+                self.items[i].path,
+                self.window_seconds,
+                self.target_rate,
+                self.expected_rate,
+                self.resampler,
             )
         except RMISError as exc:
             # the message travels as text, raised (or listed) by the main process: raised in a
@@ -263,6 +271,7 @@ def extract(
     checkpoint_seconds: float = 10.0,
     input_rate: int | None = None,
     recompute: bool = False,
+    resampler: str = DEFAULT_RESAMPLER,
 ) -> ExtractResult:
     """Embed files (one vector per file), reusing and filling ``cache``.
 
@@ -280,10 +289,13 @@ def extract(
         checkpoint_seconds: how often finished embeddings are written to the cache.
         input_rate: feed the encoder at this rate instead of its own (compatibility quirks).
         recompute: ignore the vectors in ``cache`` and replace them (they are dropped first).
+        resampler: ``sinc`` (the benchmark's, default) or ``soxr`` (:func:`rmis.audio.resample`).
 
     An encoder output with NaN or Inf is an error naming the file and the window (with
     ``skip_bad_files``: the file is skipped with that reason); such vectors are never cached.
     """
+    if resampler not in RESAMPLERS:
+        raise RMISError(f"unknown resampler {resampler!r}; choose one of {', '.join(RESAMPLERS)}")
     device = encoder.device
     check_precision(precision, device)
     started = time.perf_counter()
@@ -306,6 +318,7 @@ def extract(
                 input_rate or encoder.sample_rate,
                 expected_rate,
                 skip_bad_files,
+                resampler,
             ),
             batch_size=None,
             shuffle=False,
