@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 from pathlib import Path
@@ -36,19 +37,35 @@ RESAMPLERS = ("sinc", "soxr")
 DEFAULT_RESAMPLER = "sinc"
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read a file as mono float32 ``[L]`` and its sample rate (Hz).
+def is_source(path: Any) -> bool:
+    """True for an in-memory audio source rather than a path: an object with ``read_bytes()``
+    (the encoded file's bytes, e.g. one row of a Parquet dataset, :mod:`rmis.data.hf`),
+    ``size`` (bytes) and ``stamp`` (a string that changes when its content may change), whose
+    ``str()`` names it in messages."""
+    return not isinstance(path, (str, os.PathLike)) and hasattr(path, "read_bytes")
+
+
+def read_audio(path: Any) -> tuple[np.ndarray, int]:
+    """Read a file (or an audio source, :func:`is_source`) as mono float32 ``[L]`` and its
+    sample rate (Hz).
 
     Raises:
         RMISError: unreadable, empty or non-finite audio; the message names the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise RMISError(
-            f"audio file {str(path)!r} not found" + (" (it is a folder)" if path.is_dir() else "")
-        )
+    if is_source(path):
+        try:
+            source: Any = io.BytesIO(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise RMISError(f"cannot read {path}: {exc}") from None
+    else:
+        path = source = Path(path)
+        if not path.is_file():
+            raise RMISError(
+                f"audio file {str(path)!r} not found"
+                + (" (it is a folder)" if path.is_dir() else "")
+            )
     try:
-        data, sr = sf.read(path, dtype="float64", always_2d=True)
+        data, sr = sf.read(source, dtype="float64", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise RMISError(f"cannot read audio file {str(path)!r}: {exc}") from None
     if data.shape[0] == 0:
@@ -171,7 +188,7 @@ def cut_windows(x: np.ndarray, width: int) -> np.ndarray:
 
 
 def load_windows(
-    path: str | os.PathLike,
+    path: Any,
     window_seconds: float,
     target_rate: int | None,
     expected_rate: int | None = None,
@@ -180,7 +197,7 @@ def load_windows(
     """Read, resample (the whole file) and window one file.
 
     Args:
-        path: audio file.
+        path: audio file, or an audio source (:func:`is_source`).
         window_seconds: window length in seconds.
         target_rate: the encoder's rate in Hz, or None for the file's native rate.
         expected_rate: the dataset's native rate; a file at another rate is an error.

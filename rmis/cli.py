@@ -378,6 +378,71 @@ def _names(text: str | None) -> list[str] | None:
     return names or None
 
 
+HFDataset = Annotated[
+    str | None,
+    typer.Option(
+        "--hf-dataset",
+        help="A Hugging Face dataset: hub id user/name[@revision] or a folder of Parquet files "
+        '(needs pip install "rmis[hf]").',
+    ),
+]
+HFConfig = Annotated[str | None, typer.Option("--hf-config", help="Its configuration.")]
+HFSplit = Annotated[
+    str | None, typer.Option("--hf-split", help="One split of it (default: all, concatenated).")
+]
+AudioColumn = Annotated[str, typer.Option("--audio-column", help="Its audio column.")]
+LabelColumn = Annotated[str, typer.Option("--label-column", help="Its class column.")]
+GroupColumn = Annotated[
+    str | None,
+    typer.Option("--group-column", help="Its sealing-group column (default: group)."),
+]
+SplitColumn = Annotated[
+    str | None, typer.Option("--split-column", help="Its train/test column (a given split).")
+]
+NoSealing = Annotated[
+    bool,
+    typer.Option(
+        "--no-sealing",
+        help="Without a group column: every row its own group (recorded in the result).",
+    ),
+]
+
+
+def _hf_columns(
+    hf_dataset: str | None,
+    config: str | None,
+    split: str | None,
+    audio_column: str,
+    label_column: str,
+    group_column: str | None,
+    split_column: str | None,
+    no_sealing: bool,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`rmis.evaluate.hf_dataset`; the options need
+    --hf-dataset."""
+    given = {
+        "--hf-config": config is not None,
+        "--hf-split": split is not None,
+        "--audio-column": audio_column != "audio",
+        "--label-column": label_column != "label",
+        "--group-column": group_column is not None,
+        "--split-column": split_column is not None,
+        "--no-sealing": no_sealing,
+    }
+    if hf_dataset is None and any(given.values()):
+        first = next(k for k, v in given.items() if v)
+        raise RMISError(f"{first} describes a Hugging Face dataset; use it with --hf-dataset")
+    return {
+        "config": config,
+        "split": split,
+        "audio_column": audio_column,
+        "label_column": label_column,
+        "group_column": group_column,
+        "split_column": split_column,
+        "no_sealing": no_sealing,
+    }
+
+
 @app.command("eval")
 @_user_errors
 def eval_(
@@ -390,6 +455,14 @@ def eval_(
         Path | None,
         typer.Option("--manifest", help="Your own dataset: CSV path,label,group[,split]."),
     ] = None,
+    hf_dataset: HFDataset = None,
+    hf_config: HFConfig = None,
+    hf_split: HFSplit = None,
+    audio_column: AudioColumn = "audio",
+    label_column: LabelColumn = "label",
+    group_column: GroupColumn = None,
+    split_column: SplitColumn = None,
+    no_sealing: NoSealing = False,
     test_size: Annotated[
         float, typer.Option("--test-size", help="Test fraction of groups (manifest).")
     ] = 0.5,
@@ -489,8 +562,22 @@ def eval_(
     cache = cache_dir or default_cache_dir()
     names = _names(datasets)
     missing: dict[str, str] = {}
-    if manifest is None and name is not None:
-        raise RMISError("--name names a --manifest dataset; use it with --manifest DATA.csv")
+    hf_columns = _hf_columns(
+        hf_dataset,
+        hf_config,
+        hf_split,
+        audio_column,
+        label_column,
+        group_column,
+        split_column,
+        no_sealing,
+    )
+    if manifest is not None and hf_dataset is not None:
+        raise RMISError("give --manifest or --hf-dataset, not both")
+    if manifest is None and hf_dataset is None and name is not None:
+        raise RMISError(
+            "--name names a --manifest or --hf-dataset dataset; use it with one of them"
+        )
     # datasets are listed (the synthetic suite generated on first use) and checked before any
     # file is decoded: a spinner from the first second, a line per generated dataset
     with err_console.status("reading the datasets") as status:
@@ -501,6 +588,12 @@ def eval_(
 
         if manifest is not None:
             todo = [manifest_dataset(manifest, test_size, name)]
+            suite = "manifest"
+        elif hf_dataset is not None:
+            from rmis.evaluate import hf_dataset as load_hf_dataset
+
+            report(f"reading Hugging Face dataset {hf_dataset}")
+            todo = [load_hf_dataset(hf_dataset, test_size, name, **hf_columns)]
             suite = "manifest"
         else:
             todo, missing = resolve_suite(
@@ -1126,20 +1219,48 @@ def data_check(
         str | None, typer.Option("--datasets", help="Comma-separated subset.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    hf_dataset: HFDataset = None,
+    hf_config: HFConfig = None,
+    hf_split: HFSplit = None,
+    audio_column: AudioColumn = "audio",
+    label_column: LabelColumn = "label",
+    group_column: GroupColumn = None,
+    split_column: SplitColumn = None,
+    no_sealing: NoSealing = False,
+    test_size: Annotated[
+        float, typer.Option("--test-size", help="Test fraction of groups (--hf-dataset).")
+    ] = 0.5,
 ) -> None:
     """Per dataset: found, files, hours, sample rates, classes and groups, unmatched and
-    unreadable files, and whether a sealed split is possible. Exits 1 on problems."""
+    unreadable files, and whether a sealed split is possible. Exits 1 on problems.
+    `--hf-dataset ID_OR_DIR` checks a Hugging Face dataset as `rmis eval` reads it."""
     import json
 
     from rmis.datacheck import check_root
     from rmis.evaluate import parse_folders
 
     names = _names(datasets)
-    checks = check_root(data_root, parse_folders(dataset_dir), dcase_gt, names)
+    hf_columns = _hf_columns(
+        hf_dataset,
+        hf_config,
+        hf_split,
+        audio_column,
+        label_column,
+        group_column,
+        split_column,
+        no_sealing,
+    )
+    if hf_dataset is not None:
+        from rmis.data.hf import check_hf
+
+        checks = [check_hf(hf_dataset, test_size, **hf_columns)]
+    else:
+        checks = check_root(data_root, parse_folders(dataset_dir), dcase_gt, names)
     if as_json:
         typer.echo(json.dumps([c.to_json() for c in checks], indent=2))
     else:
-        table = _table("rmis data check" + (f" of {data_root}" if data_root else ""))
+        where = hf_dataset or data_root
+        table = _table("rmis data check" + (f" of {where}" if where else ""))
         for col in (
             "dataset",
             "found",

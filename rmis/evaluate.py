@@ -169,6 +169,9 @@ class EvalDataset:
 
     spec: DatasetSpec
     table: pd.DataFrame  # file, path + protocol columns
+    #: where the data comes from when it is not a file tree (e.g. a Hugging Face dataset's id,
+    #: revision, fingerprint, columns and sealing); recorded in the result's provenance
+    source: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -335,6 +338,57 @@ def manifest_dataset(manifest: Path, test_size: float, name: str | None = None) 
     return EvalDataset(spec, table)
 
 
+def hf_dataset(
+    source: str,
+    test_size: float,
+    name: str | None = None,
+    *,
+    config: str | None = None,
+    split: str | None = None,
+    audio_column: str = "audio",
+    label_column: str = "label",
+    group_column: str | None = None,
+    split_column: str | None = None,
+    no_sealing: bool = False,
+) -> EvalDataset:
+    """A user dataset from a Hugging Face dataset (hub id or local Parquet folder; see
+    :mod:`rmis.data.hf`), with the semantics of a manifest; named by ``name`` or, as a
+    manifest, by the id's last part plus 6 hex digits of the SHA-256 of id, config and split."""
+    from rmis.data.hf import hf_table
+
+    loaded = hf_table(
+        source,
+        config=config,
+        split=split,
+        audio_column=audio_column,
+        label_column=label_column,
+        group_column=group_column,
+        split_column=split_column,
+        no_sealing=no_sealing,
+    )
+    table, info = loaded.table, loaded.info
+    if name is None:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(info["dataset"]).name).strip("._-")[:48]
+        key = f"{info['dataset']}|{info['revision']}|{config}|{split}"
+        name = f"{stem or 'hf'}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"
+    else:
+        name = manifest_name(Path(source), name)  # checks --name
+    rates = {p.sample_rate for p in table["path"]}
+    given = "split" in table.columns
+    spec = DatasetSpec(
+        name=name,
+        task="fd",
+        modality="user",
+        sample_rate=rates.pop() if len(rates) == 1 else 0,
+        window_seconds=10.0,
+        protocol="fd-official-split" if given else "fd",
+        classes=tuple(sorted(set(table["label"]))),
+        test_size=None if given else test_size,
+        title=f"Hugging Face dataset {source}",
+    )
+    return EvalDataset(spec, table, info)
+
+
 def check_rate_dims(ds: EvalDataset, encoder: Any, input_rate: int | None = None) -> None:
     """Before embedding a user dataset whose files differ in sample rate with a native-rate
     encoder: probe the encoder's embedding size at each rate (one window of noise) and stop if
@@ -370,8 +424,11 @@ def check_rate_dims(ds: EvalDataset, encoder: Any, input_rate: int | None = None
         )
 
 
-def _rate(path: str) -> int:
+def _rate(path: Any) -> int:
     import soundfile as sf
+
+    if getattr(path, "sample_rate", None):  # an audio source that knows its rate
+        return int(path.sample_rate)
 
     try:
         return int(sf.info(path).samplerate)
@@ -495,6 +552,7 @@ def evaluate_dataset(
         | {
             "command": "rmis eval",
             "dataset_manifest_sha256": parts["manifest_sha256"],
+            **({"data_source": ds.source} if ds.source else {}),
             "embedding_cache_key": key,
             "window_seconds": ds.spec.window_seconds,
             "precision": precision,
@@ -534,6 +592,7 @@ __all__ = [
     "config_id",
     "default_cache_dir",
     "evaluate_dataset",
+    "hf_dataset",
     "manifest_dataset",
     "manifest_name",
     "preflight_dataset",

@@ -28,7 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rmis.audio import DEFAULT_RESAMPLER, PREPROCESSING_VERSION, RESAMPLERS, load_windows
+from rmis.audio import (
+    DEFAULT_RESAMPLER,
+    PREPROCESSING_VERSION,
+    RESAMPLERS,
+    is_source,
+    load_windows,
+)
 from rmis.encoders import Encoder, adapter_source_sha256
 from rmis.errors import RMISError
 from rmis.io import atomic_write_bytes, atomic_write_json
@@ -62,10 +68,11 @@ def check_precision(precision: str, device: str | torch.device) -> None:
 
 @dataclass(frozen=True)
 class FileItem:
-    """One file to embed: its id (result key) and its path on disk."""
+    """One file to embed: its id (result key) and its path on disk, or an audio source read
+    lazily in the decoding worker (:func:`rmis.audio.is_source`, e.g. a Parquet row)."""
 
     id: str
-    path: str
+    path: Any
 
 
 def manifest_hash(items: Sequence[FileItem]) -> str:
@@ -73,15 +80,18 @@ def manifest_hash(items: Sequence[FileItem]) -> str:
     as released (recorded in results; stable across machines)."""
     h = hashlib.sha256()
     for item in sorted(items, key=lambda i: i.id):
-        h.update(f"{item.id}\t{os.path.getsize(item.path)}\n".encode())
+        size = item.path.size if is_source(item.path) else os.path.getsize(item.path)
+        h.update(f"{item.id}\t{size}\n".encode())
     return h.hexdigest()
 
 
 def _stat_hash(items: Sequence[FileItem]) -> str:
-    """Hash of modification times: a rewritten file invalidates cached embeddings."""
+    """Hash of modification times (of sources: their stamps, e.g. a dataset's fingerprint): a
+    rewritten file invalidates cached embeddings."""
     h = hashlib.sha256()
     for item in sorted(items, key=lambda i: i.id):
-        h.update(f"{item.id}\t{os.stat(item.path).st_mtime_ns}\n".encode())
+        stamp = item.path.stamp if is_source(item.path) else os.stat(item.path).st_mtime_ns
+        h.update(f"{item.id}\t{stamp}\n".encode())
     return h.hexdigest()
 
 

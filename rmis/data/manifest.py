@@ -5,6 +5,10 @@ file path, relative paths resolving against the manifest's folder; it is also th
 embeddings and results. ``group`` is the sealing unit (e.g. one channel of one
 recording: all its files go to the same side of a split). ``split`` (train|test), when present,
 is an official split and replaces the sealed random splits.
+
+A Hugging Face ``audiofolder`` (audio files beside a ``metadata.csv`` whose ``file_name``
+column names them) is read the same way: ``file_name`` stands for ``path`` and the
+metadata's other columns besides ``label``, ``group`` and ``split`` are ignored.
 """
 
 from __future__ import annotations
@@ -33,14 +37,18 @@ def manifest_table(manifest: str | os.PathLike) -> pd.DataFrame:
     manifest = Path(manifest)
     df = read_meta(manifest)
     df.columns = [str(c).strip() for c in df.columns]
+    audiofolder = "file_name" in df.columns and not {"path", "file"} & set(df.columns)
+    if audiofolder:  # a Hugging Face audiofolder's metadata.csv: other columns are allowed
+        df = df.rename(columns={"file_name": "path"})
+        df = df[[c for c in df.columns if c in (*REQUIRED, "split")]]
     if "file" in df.columns and "path" not in df.columns:
         df = df.rename(columns={"file": "path"})
     missing = [c for c in REQUIRED if c not in df.columns]
     extra = [c for c in df.columns if c not in (*REQUIRED, "split")]
     if missing or extra:
         raise RMISError(
-            f"manifest {str(manifest)!r} needs columns path (or file),label,group (optional: "
-            f"split); found {','.join(df.columns)}"
+            f"manifest {str(manifest)!r} needs columns path (or file, or an audiofolder's "
+            f"file_name),label,group (optional: split); found {','.join(df.columns)}"
         )
     for c in df.columns:
         df[c] = df[c].str.strip()
