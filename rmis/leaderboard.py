@@ -666,7 +666,10 @@ def rank_heatmap_figure(board: pd.DataFrame, datasets: tuple[str, ...]) -> Any:
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
                 text = "-" if np.isnan(values[i, j]) else f"{values[i, j]:.0f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=6, color="white")
+                # dark text on the light (good) end of viridis_r, white on the dark end
+                light = not np.isnan(values[i, j]) and (values[i, j] - 1) / (n - 1) < 0.5
+                color = "black" if light else "white"
+                ax.text(j, i, text, ha="center", va="center", fontsize=6, color=color)
     bar = fig.colorbar(im, ax=ax, label="rank (1 = best)")
     bar.locator = MaxNLocator(integer=True)
     bar.update_ticks()
