@@ -1,36 +1,55 @@
-"""FD scoring speed: rmis's shared k-NN index vs the per-run exact search of the official harness.
+"""FD scoring speed: `rmis score` against a per-run exact search as the official harness does it.
 
 Synthetic but realistically clustered embeddings (N files x D dims, C classes, groups of G files
-sealed together). Compares, in the same process, on the same splits:
+sealed together), written as a metadata CSV plus an embeddings ``.npz`` (matrix layout). Then,
+on the same sealed splits:
 
-* baseline: one scikit-learn ``NearestNeighbors(metric="cosine")`` fit + query per run and the
-  official one-hot similarity vote (what the official harness does per run);
-* rmis: one :class:`rmis.protocol.fd.FDEvaluator` (one similarity computation) for all runs.
+* rmis CLI: ``python -m rmis score -v`` in a subprocess: wall time, peak RSS and where the time
+  goes (the command's ``-v`` log: imports, reading, index, queries, writing; "start-up" is the
+  rest of the wall time: interpreter, CLI parsing, split checks);
+* rmis in-process: one :class:`rmis.protocol.fd.FDEvaluator` (index once, then every run's
+  queries), whose predictions are compared with the baseline's;
+* baseline: per run, faiss ``IndexFlatL2`` over the L2-normalised float32 train embeddings, a
+  ``k``-NN search of the test embeddings and the official one-hot similarity vote (cosine =
+  1 - d^2 / 2). Without faiss-cpu (``pip install "rmis[bench]"``) scikit-learn's exact
+  ``NearestNeighbors(metric="cosine")`` is used instead, and the output says so;
+* the plain similarity matmul: all N x N float32 dot products (row blocks, torch, the same BLAS
+  as rmis), the floor for any exact all-pairs index.
 
-Prints times, speed-ups, the number of differing predictions (must be 0) and peak memory.
-
-    python benchmarks/bench_fd_knn.py                 # N=20000, D=1152: fixed split + full curve
-    python benchmarks/bench_fd_knn.py --curve-sample 1  # baseline curve: 1 run per test size,
-                                                        # time extrapolated to 10 (labelled)
+    python benchmarks/bench_fd_knn.py                          # N=20000, D=1152, test size 0.5
+    python benchmarks/bench_fd_knn.py --n 63360 --test-size 0.2
+    python benchmarks/bench_fd_knn.py --curve --curve-sample 1 # + the 190-run split curve
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import resource
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
+import torch
 
-from rmis.protocol.fd import CURVE_TEST_SIZES, FDEvaluator
+from rmis.io import write_embedding_matrix
+from rmis.protocol.fd import CURVE_TEST_SIZES, FDEvaluator, macro_accuracy
 from rmis.protocol.splits import sealed_split
 
+try:
+    import faiss
+except ImportError:  # the benchmark-only extra is not installed
+    faiss = None
 
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far, GB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+def peak_rss_gb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident memory so far, GB (Linux reports KiB)."""
+    return resource.getrusage(who).ru_maxrss / 1e6
 
 
 def make_data(n: int, d: int, n_classes: int, group: int, seed: int = 0):
@@ -48,12 +67,59 @@ def make_data(n: int, d: int, n_classes: int, group: int, seed: int = 0):
 
 
 def baseline_predict(xn: np.ndarray, y: np.ndarray, train: np.ndarray, n_classes: int, k: int):
-    """Official per-run search: fit on train, query test, one-hot similarity vote."""
-    nn = NearestNeighbors(n_neighbors=k, metric="cosine").fit(xn[train])
-    dist, ix = nn.kneighbors(xn[~train])
+    """Official per-run search: index the train items, query the test items, one-hot vote."""
+    if faiss is not None:
+        index = faiss.IndexFlatL2(xn.shape[1])
+        index.add(np.ascontiguousarray(xn[train]))
+        d2, ix = index.search(np.ascontiguousarray(xn[~train]), k)
+        sim = 1.0 - d2 / 2.0  # unit vectors: |a - b|^2 = 2 - 2 cos
+    else:
+        from sklearn.neighbors import NearestNeighbors
+
+        nn = NearestNeighbors(n_neighbors=k, metric="cosine").fit(xn[train])
+        dist, ix = nn.kneighbors(xn[~train])
+        sim = 1.0 - dist
     onehot = np.eye(n_classes, dtype=np.float32)[y[train][ix]]  # [n, k, C]
-    logits = np.matmul((1 - dist)[:, None, :], onehot)[:, 0]
+    logits = np.matmul(sim[:, None, :].astype(np.float32), onehot)[:, 0]
     return logits.argmax(-1)
+
+
+def plain_matmul_seconds(x32: torch.Tensor, rows: int = 2048) -> float:
+    """All N x N dot products in float32, row block by row block (results discarded)."""
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(x32), rows):
+            _ = x32[i : i + rows] @ x32.T
+    return time.perf_counter() - started
+
+
+_PHASES = {
+    "imports": r"score: modules imported in ([\d.]+) s",
+    "read meta": r"score: metadata read in ([\d.]+) s",
+    "read embeddings": r"score: embeddings read in ([\d.]+) s",
+    "index": r"k-NN index of \d+ items \(D=\d+\) built in ([\d.]+) s",
+    "queries": r"sealed runs \(test size [\d.]+\) queried in ([\d.]+) s",
+    "write": r"score: result written in ([\d.]+) s",
+}
+
+
+def run_cli(folder: Path, test_size: float, runs: int) -> tuple[float, dict[str, float], dict]:
+    """``rmis score -v`` in a subprocess: (wall seconds, phase seconds, result)."""
+    out = folder / "result.json"
+    cmd = [sys.executable, "-m", "rmis", "score", "-v", "--protocol", "fd"]
+    cmd += ["--meta", str(folder / "meta.csv"), "--embeddings", str(folder / "emb.npz")]
+    cmd += ["--test-size", str(test_size), "--runs", str(runs), "--out", str(out)]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"rmis score failed:\n{proc.stdout}\n{proc.stderr}")
+    phases = {}
+    for name, pattern in _PHASES.items():
+        m = re.search(pattern, proc.stderr)
+        phases[name] = float(m.group(1)) if m else float("nan")
+    phases["start-up, checks (rest)"] = wall - sum(phases.values())
+    return wall, phases, json.loads(out.read_text())
 
 
 def main() -> int:
@@ -63,79 +129,120 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--group", type=int, default=10, help="files per sealed group")
     ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--no-curve", action="store_true", help="skip the 190-run split curve")
+    ap.add_argument("--test-size", type=float, default=0.5)
     ap.add_argument(
-        "--curve-sample",
+        "--baseline-runs",
         type=int,
         default=None,
-        help="baseline curve: time only this many runs per test size and extrapolate",
+        help="time only this many baseline runs and extrapolate to --runs (labelled)",
+    )
+    ap.add_argument("--curve", action="store_true", help="also the 190-run split curve")
+    ap.add_argument(
+        "--curve-sample", type=int, default=1, help="baseline curve: runs timed per test size"
     )
     args = ap.parse_args()
+    base_name = "faiss IndexFlatL2" if faiss is not None else "sklearn (no faiss-cpu!)"
 
     x, files, groups, labels, classes = make_data(args.n, args.dim, args.classes, args.group)
-    print(f"data: N={args.n} D={args.dim} C={args.classes} groups of {args.group} (float32)")
+    print(
+        f"data: N={args.n} D={args.dim} C={args.classes} groups of {args.group} (float32), "
+        f"test size {args.test_size}, {args.runs} runs; torch threads {torch.get_num_threads()}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_fd_knn.") as tmp:
+        folder = Path(tmp)
+        rows = ["file,label,group"] + [
+            f"{f},{lab},{g}" for f, lab, g in zip(files, labels, groups, strict=True)
+        ]
+        (folder / "meta.csv").write_text("\n".join(rows) + "\n")
+        write_embedding_matrix(folder / "emb.npz", files, x)
+        size_mb = os.path.getsize(folder / "emb.npz") / 1e6
+        wall, phases, cli_result = run_cli(folder, args.test_size, args.runs)
+    rss_cli = peak_rss_gb(resource.RUSAGE_CHILDREN)
 
+    # in-process rmis: the predictions the baseline must match
     t0 = time.perf_counter()
     ev = FDEvaluator(x, files, labels, classes, groups)
     t_index = time.perf_counter() - t0
-    sizes = [] if args.no_curve else list(CURVE_TEST_SIZES)
-
-    # rmis first, for every run, so that its peak memory is measured before the baseline runs
+    sizes = [args.test_size]
+    if args.curve:
+        sizes += [t for t in CURVE_TEST_SIZES if t != args.test_size]
     ours: dict[tuple[float, int], tuple[np.ndarray, np.ndarray, float]] = {}
-    for t in [0.5, *sizes]:
+    for t in sizes:
         for r in range(args.runs):
-            if (t, r) in ours:
-                continue
             split = sealed_split(ev.table, t, r, classes)
             train = np.isin(ev.table.of_row, split.train_groups)
             t1 = time.perf_counter()
             _, pred = ev.predict(train)
             ours[t, r] = (train, pred, time.perf_counter() - t1)
-    mem_ours = peak_rss_gb()
-
+    agree_cli = all(
+        abs(
+            macro_accuracy(
+                ev.y[~ours[args.test_size, r][0]], ours[args.test_size, r][1], len(classes)
+            )
+            - cli_result["runs"][r]["macro_acc"]
+        )
+        == 0.0
+        for r in range(args.runs)
+    )
     xn = ev.knn.x32.numpy()  # the same unit vectors, float32 as the official harness uses
-    y = ev.y
+    t_matmul = plain_matmul_seconds(ev.knn.x32)
+    del ev
 
-    def compare(test_size: float, baseline_runs: int) -> tuple[float, float, int]:
-        t_ours = sum(ours[test_size, r][2] for r in range(args.runs))
+    def baseline(test_size: float, n_runs: int) -> tuple[float, int]:
         t_base, mismatches = 0.0, 0
-        for r in range(baseline_runs):
+        for r in range(n_runs):
             train, pred, _ = ours[test_size, r]
             t1 = time.perf_counter()
-            ref = baseline_predict(xn, y, train, len(classes), ev.k)
+            ref = baseline_predict(xn, y_sorted, train, len(classes), 5)
             t_base += time.perf_counter() - t1
             mismatches += int((ref != pred).sum())
-        return t_ours, t_base, mismatches
+        return t_base * args.runs / n_runs, mismatches
 
-    t_q, t_b, mism = compare(0.5, args.runs)
-    total = t_index + t_q
-    print(f"\nfixed split, {args.runs} runs at test size 0.5")
-    print(f"  {'':28s}{'time (s)':>10s}")
-    print(f"  {'baseline (sklearn per run)':28s}{t_b:10.2f}")
+    order = np.argsort(np.asarray(files, dtype=str), kind="stable")
+    index_of = {c: i for i, c in enumerate(classes)}
+    y_sorted = np.array([index_of[labels[i]] for i in order])
+    n_base = args.runs if args.baseline_runs is None else min(args.baseline_runs, args.runs)
+    t_b, mism = baseline(args.test_size, n_base)
+    rss_all = peak_rss_gb()
+
+    t_q = sum(ours[args.test_size, r][2] for r in range(args.runs))
+    extrap = "" if n_base == args.runs else f" (timed {n_base} run(s), extrapolated)"
+    print(f"\nembeddings file: {size_mb:.0f} MB (ids + float32 matrix)")
+    print(f"\nfixed split, {args.runs} runs at test size {args.test_size}")
+    print(f"  {'':34s}{'time (s)':>10s}")
+    print(f"  {'baseline: ' + base_name + ' per run':34s}{t_b:10.2f}{extrap}")
+    print(f"  {'rmis score (CLI wall time)':34s}{wall:10.2f}   peak RSS {rss_cli:.2f} GB")
+    for name, sec in phases.items():
+        print(f"    {name:32s}{sec:10.2f}")
     print(
-        f"  {'rmis (index + queries)':28s}{total:10.2f}   (index {t_index:.2f}, queries {t_q:.2f})"
+        f"  {'rmis in-process index + queries':34s}{t_index + t_q:10.2f}   "
+        f"(index {t_index:.2f}, queries {t_q:.2f})"
     )
-    print(f"  speed-up {t_b / total:.1f}x; differing predictions: {mism}")
+    print(f"  {'plain N x N float32 matmul':34s}{t_matmul:10.2f}")
+    idx_q = phases["index"] + phases["queries"]
+    print(
+        f"  speed-up (baseline / CLI wall) {t_b / wall:.1f}x; CLI wall / (index + queries) "
+        f"{wall / idx_q:.2f}x; index / plain matmul {phases['index'] / t_matmul:.2f}x"
+    )
+    print(f"  differing predictions vs baseline: {mism}; CLI run scores = in-process: {agree_cli}")
 
-    if sizes:
-        sample = args.runs if args.curve_sample is None else min(args.curve_sample, args.runs)
+    if args.curve:
         tot_o = tot_b = 0.0
         mism_c = 0
-        for t in sizes:
-            o, b, m = compare(t, sample)
-            tot_o += o
-            tot_b += b * args.runs / sample
+        for t in sizes[1:]:
+            tot_o += sum(ours[t, r][2] for r in range(args.runs))
+            b, m = baseline(t, min(args.curve_sample, args.runs))
+            tot_b += b
             mism_c += m
-        total_c = t_index + tot_o
-        label = "" if sample == args.runs else f" (extrapolated from {sample} run(s) per size)"
-        print(f"\nsplit curve, {len(sizes)} test sizes x {args.runs} runs")
-        print(f"  {'baseline (sklearn per run)':28s}{tot_b:10.2f}{label}")
-        print(f"  {'rmis (index + queries)':28s}{total_c:10.2f}   (queries {tot_o:.2f})")
-        print(f"  speed-up {tot_b / total_c:.1f}x; differing predictions: {mism_c}")
+        label = f" (timed {args.curve_sample} run(s) per size, extrapolated)"
+        print(f"\nsplit curve, {len(sizes) - 1} more test sizes x {args.runs} runs")
+        print(f"  {'baseline: ' + base_name + ' per run':34s}{tot_b:10.2f}{label}")
+        print(f"  {'rmis (index + queries)':34s}{t_index + tot_o:10.2f}   (queries {tot_o:.2f})")
+        print(f"  speed-up {tot_b / (t_index + tot_o):.1f}x; differing predictions: {mism_c}")
 
     print(
-        f"\npeak memory (RSS): rmis, before any baseline ran, {mem_ours:.2f} GB; "
-        f"whole process {peak_rss_gb():.2f} GB"
+        f"\npeak memory (RSS): rmis score CLI process {rss_cli:.2f} GB; this process "
+        f"(in-process rmis + baseline) {rss_all:.2f} GB"
     )
     return 0
 

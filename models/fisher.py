@@ -239,6 +239,44 @@ class FisherViT(nn.Module):
             x = self.norm(x)
         return x[:, 0].reshape(-1, nb * x.shape[-1])
 
+    def grid(self) -> tuple[int, int]:
+        """The patch grid of one band: ``(time rows, frequency columns)``; token ``i`` of the
+        flattened sequence sits at row ``i // cols``, column ``i % cols`` (``flatten="freq"``)."""
+        p = self.cfg.patch_size
+        rows, cols = self.cfg.target_length // p, self.cfg.band_width // p
+        return (cols, rows) if self.cfg.flatten == "time" else (rows, cols)
+
+    def forward_features(
+        self, bands: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Training path: ``[N, 1, 1024, w]`` bands -> ``(out, layers)``.
+
+        ``keep`` (``[N, K]`` token indices, or None for all tokens) selects the patches the
+        encoder sees; the others are dropped before the CLS token is prepended (the student's
+        masked input). ``out`` is ``[N, 1 + K, D]`` (CLS first, then the kept patches in the
+        order of ``keep``), ``layers`` the output of every block (same shape), shallow to deep.
+        With ``keep=None`` ``out[:, 0]`` is exactly the band vector :meth:`forward` returns.
+        """
+        enc = self.modality_encoders["IMAGE"]
+        x = enc.local_encoder(bands)
+        positions = enc.fixed_positional_encoder.positions
+        if x.shape[1] > positions.shape[1]:
+            raise RMISError(
+                f"FISHER: {x.shape[1]} patches exceed the position table ({positions.shape[1]})"
+            )
+        x = x + positions[:, : x.shape[1]].to(x.dtype)
+        if keep is not None:
+            x = torch.gather(x, 1, keep[:, :, None].expand(-1, -1, x.shape[-1]))
+        x = torch.cat([enc.extra_tokens.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        x = enc.context_encoder(x)
+        layers = []
+        for blk in self.blocks:
+            x = blk(x)
+            layers.append(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x, layers
+
 
 def log_spectrogram(windows: torch.Tensor, sample_rate: int, normalize: bool = True):
     """``[B, L]`` waveform -> ``[B, T, F]`` (normalised) natural-log magnitude STFT."""
@@ -338,7 +376,9 @@ __all__ = [
     "FisherViT",
     "fisher_flops",
     "log_spectrogram",
+    "official_cfg",
     "sincos_positions",
+    "variant_config",
 ]
 
 
@@ -376,6 +416,17 @@ def official_cfg(variant: str, **overrides: Any) -> dict[str, Any]:
     }
     cfg.update(overrides)
     return cfg
+
+
+def variant_config(variant: str, **overrides: Any) -> FisherConfig:
+    """The :class:`FisherConfig` of a released variant (``tiny``, ``mini``, ``small``; paper
+    Table 2: hidden size 192 / 256 / 384, 3 / 4 / 6 heads, band width 100 / 100 / 50 bins, 12
+    post-norm layers, 16 x 16 patches), ``overrides`` changing ``cfg["model"]`` entries
+    (``depth=4``, ``embed_dim=64`` ...). Its ``cfg["model"]`` dict is
+    ``official_cfg(variant, **overrides)``."""
+    if variant not in RELEASED:
+        raise RMISError(f"no FISHER variant {variant!r} (known: {sorted(RELEASED)})")
+    return FisherConfig.from_cfg(official_cfg(variant, **overrides))
 
 
 def random_checkpoint(name: str, path: str | Path, seed: int = 0, **overrides: Any) -> Path:

@@ -37,7 +37,7 @@ from rmis.audio import (
 )
 from rmis.encoders import Encoder, adapter_source_sha256
 from rmis.errors import RMISError
-from rmis.io import atomic_write_bytes, atomic_write_json
+from rmis.io import atomic_write_bytes, atomic_write_json, embedding_matrix_bytes, npz_matrix
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ class EmbeddingCache:
     """On-disk embeddings of one (encoder, dataset) under one key.
 
     Layout: ``<dir>/key.json`` (the key's components), ``<dir>/part-*.npz`` (files finished
-    so far, each written atomically) and, once complete, ``<dir>/embeddings.npz``.
+    so far, each written atomically) and, once complete, ``<dir>/embeddings.npz``; each
+    ``.npz`` holds ``ids`` (file ids) and ``emb`` (one float32 row per id).
     """
 
     def __init__(self, directory: Path, parts: dict[str, Any]) -> None:
@@ -146,17 +147,33 @@ class EmbeddingCache:
         self.parts = parts
 
     def load(self) -> dict[str, np.ndarray]:
-        """All embeddings stored so far (complete file first, then parts). Non-finite vectors
-        (written by older versions of rmis) are dropped with a warning: they get recomputed."""
+        """All embeddings stored so far (complete file first, then parts), in either layout
+        (one float32 matrix plus an id array, or, as older rmis wrote them, one member per file
+        id). Non-finite vectors (written by older versions of rmis) are dropped with a warning:
+        they get recomputed."""
         out: dict[str, np.ndarray] = {}
         for f in [self.dir / "embeddings.npz", *sorted(self.dir.glob("part-*.npz"))]:
             if f.is_file():
                 try:
                     with np.load(f, allow_pickle=False) as npz:
-                        found = {_unkey(k): npz[k] for k in npz.files}
+                        matrix = npz_matrix(npz)
+                        if matrix is None:
+                            found = {_unkey(k): npz[k] for k in npz.files}
                 except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a damaged part
                     log.warning("ignoring unreadable cache file %s: %s", f, exc)
                     continue
+                if matrix is not None:
+                    ids, mat = matrix
+                    if mat.ndim == 2 and len(ids) == mat.shape[0]:
+                        good = np.zeros(len(ids), dtype=bool)
+                        if np.issubdtype(mat.dtype, np.number) and not np.iscomplexobj(mat):
+                            good = np.isfinite(mat).all(axis=1)
+                        for i in np.flatnonzero(good):  # checked at once
+                            out[ids[i]] = mat[i]
+                        found = {ids[i]: mat[i] for i in np.flatnonzero(~good)}  # warned below
+                    else:
+                        log.warning("ignoring malformed cache file %s: shape %s", f, mat.shape)
+                        continue
                 for fid, vec in found.items():
                     if (
                         vec.ndim == 1
@@ -207,6 +224,16 @@ def _unkey(key: str) -> str:
 
 
 def _npz_bytes(embeddings: dict[str, np.ndarray]) -> bytes:
+    """One float32 matrix plus an id array (:func:`rmis.io.embedding_matrix_bytes`) when the
+    vectors share a length and are float32 (extraction's output, stored bit for bit); otherwise
+    (mixed dimensions) the older layout of one member per file id, which is read as well."""
+    vecs = list(embeddings.values())
+    if (
+        vecs
+        and all(v.ndim == 1 and v.dtype == np.float32 for v in vecs)
+        and (len({v.shape for v in vecs}) == 1)
+    ):
+        return embedding_matrix_bytes(list(embeddings), np.stack(vecs))
     import io
 
     buf = io.BytesIO()

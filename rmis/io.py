@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,27 +56,107 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
-def read_embeddings(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read an ``.npz`` holding one 1-D float array per file id (key = file id).
+#: Members of the matrix layout of an embeddings ``.npz``: file ids and one float32 matrix.
+IDS_KEY, MATRIX_KEY = "ids", "emb"
+_HOW = (
+    "write it with numpy.savez(path, ids=numpy.array(file_ids), emb=matrix) (one row per id) "
+    "or numpy.savez(path, **{file_id: vector})"
+)
+
+
+def embedding_matrix_bytes(ids: Sequence[str], matrix: np.ndarray) -> bytes:
+    """The ``.npz`` bytes of the matrix layout: ``ids`` (unicode strings, no pickle) and ``emb``
+    (float32 ``[N, D]``, row ``i`` = embedding of ``ids[i]``).
+
+    Raises:
+        RMISError: ``matrix`` is not 2-D with one row per id, or ids repeat.
+    """
+    ids_a = np.array([str(i) for i in ids], dtype=np.str_).reshape(-1)
+    mat = np.ascontiguousarray(matrix, dtype=np.float32)
+    if mat.ndim != 2 or mat.shape[0] != ids_a.shape[0]:
+        raise RMISError(
+            f"an embedding matrix needs one row per file id: {ids_a.shape[0]} ids, matrix shape "
+            f"{mat.shape}"
+        )
+    if len(set(ids_a.tolist())) != len(ids_a):
+        raise RMISError("file ids of an embedding matrix must be unique")
+    buf = io.BytesIO()
+    np.savez(buf, **{IDS_KEY: ids_a, MATRIX_KEY: mat})
+    return buf.getvalue()
+
+
+def write_embedding_matrix(path: str | os.PathLike, ids: Sequence[str], matrix: np.ndarray) -> None:
+    """Atomically write the matrix layout (:func:`embedding_matrix_bytes`) to ``path``."""
+    atomic_write_bytes(path, embedding_matrix_bytes(ids, matrix))
+
+
+def npz_matrix(npz: Any) -> tuple[list[str], np.ndarray] | None:
+    """``(ids, matrix)`` when an open ``np.load`` archive has the matrix layout (exactly the
+    members ``ids``, a 1-D unicode array, and ``emb``, a 2-D array), else None (the layout of
+    one member per file id, whose members are numeric vectors, never matches)."""
+    if sorted(npz.files) != sorted((IDS_KEY, MATRIX_KEY)):
+        return None
+    ids = npz[IDS_KEY]
+    if ids.dtype.kind != "U" or ids.ndim != 1:
+        return None
+    return ids.tolist(), npz[MATRIX_KEY]
+
+
+class EmbeddingMatrix(Mapping[str, np.ndarray]):
+    """Embeddings as one ``[N, D]`` matrix plus its row ids; reads as ``{file id: row}``.
+
+    :meth:`rows` stacks the rows of given ids with one fancy index (no per-id Python loop).
+    """
+
+    def __init__(self, ids: Sequence[str], matrix: np.ndarray) -> None:
+        self.ids = list(ids)
+        self.matrix = matrix
+        self.index = {fid: i for i, fid in enumerate(self.ids)}
+
+    def __getitem__(self, fid: str) -> np.ndarray:
+        return self.matrix[self.index[fid]]
+
+    def __contains__(self, fid: object) -> bool:
+        return fid in self.index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, ids: Sequence[str], dtype: Any = np.float64) -> np.ndarray:
+        """``[len(ids), D]`` rows of ``ids`` (all present) as ``dtype``."""
+        where = np.fromiter((self.index[f] for f in ids), dtype=np.int64, count=len(ids))
+        return self.matrix[where].astype(dtype, copy=False)
+
+
+def read_embeddings(path: str | os.PathLike) -> Mapping[str, np.ndarray]:
+    """Read an embeddings ``.npz``: ``{file id: 1-D vector}``.
+
+    Two layouts are read: the matrix layout (members ``ids``, unicode file ids, and ``emb``, a
+    real ``[N, D]`` matrix; returned as an :class:`EmbeddingMatrix`, read in one piece) and one
+    member per file id holding its 1-D vector (returned as a dict).
 
     Raises:
         RMISError: unreadable archive, a non-1-D or non-numeric entry, mixed dimensions,
-            NaN/Inf or all-zero vectors; the message names the file id.
+            repeated ids, NaN/Inf or all-zero vectors; the message names the file id.
     """
     path = Path(path)
     if not path.is_file():
         raise RMISError(f"embeddings file {str(path)!r} does not exist")
-    how = "write it with numpy.savez(path, **{file_id: vector})"
+    how = _HOW
     if not zipfile.is_zipfile(path):
         raise RMISError(f"embeddings file {str(path)!r} is not a valid .npz archive; {how}")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            emb = {key: npz[key] for key in npz.files}
+            matrix = npz_matrix(npz)
+            emb = {} if matrix is not None else {key: npz[key] for key in npz.files}
     except ValueError as exc:
         if "pickle" in str(exc):  # object arrays: never unpickled
             raise RMISError(
                 f"embeddings file {str(path)!r} holds object (pickled) arrays, which rmis does "
-                f"not load; store numeric 1-D vectors: {how}"
+                f"not load; store numeric vectors and unicode ids: {how}"
             ) from None
         raise RMISError(
             f"embeddings file {str(path)!r} is not a valid .npz archive; {how}"
@@ -84,6 +166,8 @@ def read_embeddings(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"embeddings file {str(path)!r} is not a valid .npz archive (damaged or truncated); "
             f"{how}"
         ) from None
+    if matrix is not None:
+        return _checked_matrix(path, *matrix)
     if not emb:
         raise RMISError(f"embeddings file {str(path)!r} holds no arrays")
     dims: dict[int, str] = {}
@@ -112,3 +196,36 @@ def read_embeddings(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 "undefined"
             )
     return emb
+
+
+def _checked_matrix(path: Path, ids: list[str], mat: np.ndarray) -> EmbeddingMatrix:
+    """Validate the matrix layout as a whole (vectorised; messages name the first bad id)."""
+    if not isinstance(mat, np.ndarray) or mat.ndim != 2 or mat.shape[1] == 0:
+        shape = getattr(mat, "shape", None)
+        raise RMISError(
+            f"{str(path)!r}: member {MATRIX_KEY!r} must be a [N, D] matrix, got shape {shape}"
+        )
+    if not np.issubdtype(mat.dtype, np.number) or np.iscomplexobj(mat):
+        raise RMISError(f"{str(path)!r}: member {MATRIX_KEY!r} must be real, got {mat.dtype}")
+    if mat.shape[0] != len(ids):
+        raise RMISError(
+            f"{str(path)!r}: {len(ids)} ids but {mat.shape[0]} rows in {MATRIX_KEY!r}; write one "
+            "row per id"
+        )
+    if not ids:
+        raise RMISError(f"embeddings file {str(path)!r} holds no embeddings")
+    out = EmbeddingMatrix(ids, mat)
+    if len(out.index) != len(ids):
+        seen: set[str] = set()
+        dup = next(f for f in ids if f in seen or seen.add(f))
+        raise RMISError(f"{str(path)!r}: file id {dup!r} occurs more than once in {IDS_KEY!r}")
+    bad = np.flatnonzero(~np.isfinite(mat).all(axis=1))
+    if bad.size:
+        raise RMISError(f"{str(path)!r}: embedding of {ids[bad[0]]!r} contains NaN or Inf")
+    zero = np.flatnonzero(~mat.any(axis=1))
+    if zero.size:
+        raise RMISError(
+            f"{str(path)!r}: embedding of {ids[zero[0]]!r} is all zeros; its cosine similarity "
+            "is undefined"
+        )
+    return out

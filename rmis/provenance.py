@@ -54,9 +54,9 @@ def git_revision() -> str | None:
 
 def base_provenance() -> dict[str, Any]:
     """What produced a result: rmis version, git revision, protocol version, library versions."""
+    from importlib.metadata import version  # scipy/sklearn are not imported just for this
+
     import numpy
-    import scipy
-    import sklearn
     import torch
 
     return {
@@ -66,7 +66,7 @@ def base_provenance() -> dict[str, Any]:
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
-        "scikit_learn": sklearn.__version__,
+        "scipy": version("scipy"),
+        "scikit_learn": version("scikit-learn"),
         "torch": torch.__version__,
     }

@@ -28,7 +28,6 @@ import pandas as pd
 from rmis.data.specs import PROTOCOLS
 from rmis.errors import RMISError
 from rmis.io import atomic_write_text
-from rmis.protocol.dcase import check_dcase_layout, score_dcase
 from rmis.protocol.fd import (
     CURVE_TEST_SIZES,
     DEFAULT_K,
@@ -141,6 +140,9 @@ def align_embeddings(
         if extra:
             msg.append(f"{len(extra)} embeddings are not in the metadata (e.g. {extra[:3]})")
         raise RMISError("; ".join(msg) + "; every file id must appear in both exactly once")
+    rows = getattr(embeddings, "rows", None)  # rmis.io.EmbeddingMatrix: one fancy index
+    if rows is not None:
+        return rows(files, np.float64)
     return np.stack([np.asarray(embeddings[f], dtype=np.float64) for f in files])
 
 
@@ -190,6 +192,8 @@ def preflight(
     if protocol.startswith("dcase"):
         if split_curve:
             raise RMISError("--split-curve applies to fault-diagnosis protocols only")
+        from rmis.protocol.dcase import check_dcase_layout  # scipy/sklearn: AD only
+
         check_dcase_layout(
             list(meta["subset"]),
             list(meta["split"]),
@@ -338,6 +342,8 @@ def score_table(
 def _score_ad(
     meta: pd.DataFrame, x: np.ndarray, year: int, official_rounding: bool = False
 ) -> dict[str, Any]:
+    from rmis.protocol.dcase import score_dcase
+
     res = score_dcase(
         x,
         subset=list(meta["subset"]),

@@ -15,15 +15,18 @@ rounded figures; rmis keeps full precision unless ``official_rounding`` is set
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.integrate import simpson
 
 from rmis.errors import RMISError, SplitError
 from rmis.protocol.knn import CosineKNN
 from rmis.protocol.splits import GroupTable, group_table, sealed_split, unplaceable_classes
+
+log = logging.getLogger(__name__)
 
 #: The multi-split curve's test sizes: 0.05, 0.10, ..., 0.95.
 CURVE_TEST_SIZES: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -176,7 +179,15 @@ class FDEvaluator:
                 where=where,
             )
             max_group = int(np.bincount(self.table.of_row).max())
+        started = time.perf_counter()
         self.knn = CosineKNN(emb, max_group_size=max_group, ids=self.files_sorted, device=device)
+        log.info(
+            "%s: k-NN index of %d items (D=%d) built in %.2f s",
+            where,
+            self.knn.n,
+            self.knn.dim,
+            time.perf_counter() - started,
+        )
 
     def predict(self, train_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class of every non-train item.
@@ -248,7 +259,15 @@ class FDEvaluator:
         """
         if runs < 1:
             raise RMISError(f"{self.where}: need at least one run, got {runs}")
+        started = time.perf_counter()
         results = [self.run(r, test_size, official_rounding) for r in range(runs)]
+        log.info(
+            "%s: %d sealed runs (test size %s) queried in %.2f s",
+            self.where,
+            runs,
+            test_size,
+            time.perf_counter() - started,
+        )
         accs = np.array([r.macro_acc for r in results])
         std = float(np.std(accs, ddof=1)) if runs > 1 else None
         return FDResult(score=float(accs.mean()), mean=float(accs.mean()), std=std, runs=results)
@@ -286,10 +305,17 @@ class FDEvaluator:
         if self.table is None:
             raise RMISError(f"{self.where}: the split curve needs a group for every file")
         check_curve(self.table, self.classes, where=self.where, test_sizes=test_sizes)
+        started = time.perf_counter()
         points = []
         for t in test_sizes:
             accs = [self.run(r, t).macro_acc for r in range(runs)]
             points.append(CurvePoint(test_size=float(t), mean=float(np.mean(accs)), runs=accs))
+        log.info(
+            "%s: split curve (%d runs) queried in %.2f s",
+            self.where,
+            runs * len(test_sizes),
+            time.perf_counter() - started,
+        )
         return points, curve_area(points, len(self.classes))
 
 
@@ -345,6 +371,8 @@ def curve_area(points: Sequence[CurvePoint], n_classes: int) -> float:
     x = train ratio (1 - test size), with anchors (0, 100 / C) and (1, 100); y = accuracy / 100;
     area = ``scipy.integrate.simpson`` over [0, 1], times 100.
     """
+    from scipy.integrate import simpson  # imported here: scoring without a curve skips scipy
+
     pts = sorted(points, key=lambda p: -p.test_size)
     x = np.array([0.0] + [1.0 - p.test_size for p in pts] + [1.0])
     y = np.array([100.0 / n_classes] + [p.mean for p in pts] + [100.0]) / 100.0

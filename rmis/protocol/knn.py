@@ -3,9 +3,9 @@
 The fault-diagnosis protocol runs the same k-NN classifier on 10 (fixed split) or 190 (multi-split
 curve) partitions of ONE set of embeddings. Searching again per run, as the official harness does,
 repeats the dominant cost, a train x test similarity product, every time. :class:`CosineKNN`
-computes the similarities of all pairs once, in float32 blocked matrix products over the upper
-triangle of blocks (each block serves its rows and its columns; memory bounded by
-``block_bytes``), and keeps each item's ``M`` most similar items. A query for one partition then
+computes the similarities of all pairs once, in float32 matrix products of row panels against
+all items (memory bounded by ``block_bytes``), and keeps each item's ``M`` most similar items
+(one top-k per panel). A query for one partition then
 walks those lists for the first train items, which costs O(n_test * M).
 
 The neighbour SET is exact, not approximate. Float32 similarities of unit vectors are within
@@ -36,7 +36,8 @@ import torch
 from rmis.errors import RMISError
 
 _UNIT_ROUNDOFF_32 = 2.0**-24
-_DEFAULT_BLOCK_BYTES = 1 << 24  # 16 MiB per block of float32 similarities (2048 x 2048)
+_DEFAULT_BLOCK_BYTES = 1 << 28  # 256 MiB per row panel of float32 similarities
+_QUERY_BLOCK_BYTES = 1 << 24  # 16 MiB blocks for the rare rows a query searches in full
 _PREFIX = 32  # list entries tried first by a query
 _GATHER_BYTES = 1 << 21  # float64 rows gathered at once for element-wise dots (cache sized)
 
@@ -89,7 +90,7 @@ class CosineKNN:
             enough for the lists to answer nearly every query of a sealed split (all members of
             an item's own group are always on its side, never train neighbours).
         max_group_size: largest number of items sealed together (only sizes the default ``M``).
-        block_bytes: memory bound for one block of float32 similarities.
+        block_bytes: memory bound for one panel of float32 similarities.
         device: torch device for the one-off similarity product (e.g. ``"cuda"``).
         ids: optional row names for error messages.
     """
@@ -115,55 +116,27 @@ class CosineKNN:
         self._build(torch.device(device))
 
     def _build(self, device: torch.device) -> None:
+        """Each item's ``M`` most similar items: row panels of float32 similarities against
+        all items (one reused buffer of at most ``block_bytes``), one top-``M`` per panel. This
+        is the plain N x N similarity product plus a top-k pass, with no merging of partial
+        lists (merging the lists of a triangle of blocks cost more than the half product it
+        saved)."""
         n = self.n
         self.x32 = self.x64.to(torch.float32)
         x32 = self.x32.to(device)
-        self.cand_sim = torch.full((n, self.m), -torch.inf, dtype=torch.float32)
-        self.cand_idx = torch.zeros((n, self.m), dtype=torch.int64)
-        b = max(1, int((self.block_bytes // 4) ** 0.5))
-        blocks = [(i0, min(i0 + b, n)) for i0 in range(0, n, b)]
-        pairs = [(i, i) for i in range(len(blocks))]  # diagonal first: fills every list
-        pairs += [(i, j) for i in range(len(blocks)) for j in range(i + 1, len(blocks))]
+        self.cand_sim = torch.empty((n, self.m), dtype=torch.float32)
+        self.cand_idx = torch.empty((n, self.m), dtype=torch.int64)
+        rows = min(n, max(1, self.block_bytes // (4 * n)))
         with torch.inference_mode():
-            for i, j in pairs:
-                (i0, i1), (j0, j1) = blocks[i], blocks[j]
-                sims = (x32[i0:i1] @ x32[j0:j1].T).cpu()
-                self._merge(i0, sims, j0)
-                if i != j:
-                    self._merge(j0, sims.T, i0)
+            panel = torch.empty((rows, n), dtype=torch.float32, device=device)
+            for r0 in range(0, n, rows):
+                r1 = min(r0 + rows, n)
+                sims = torch.matmul(x32[r0:r1], x32.T, out=panel[: r1 - r0])
+                val, idx = torch.topk(sims, self.m, dim=1, sorted=True)
+                self.cand_sim[r0:r1] = val.cpu()
+                self.cand_idx[r0:r1] = idx.cpu()
+            del panel
         self.threshold = self.cand_sim[:, -1].clone()
-
-    def _merge(self, r0: int, sims: torch.Tensor, c0: int) -> None:
-        """Merge a block of similarities (rows from item ``r0``, columns from item ``c0``) into
-        the candidate lists of its rows. ``sims`` may be a transposed view."""
-        n_rows, width = sims.shape
-        rows = slice(r0, r0 + n_rows)
-        best_sim, best_idx = self.cand_sim[rows], self.cand_idx[rows]
-        transposed = sims.stride(0) == 1 and n_rows > 1
-        if transposed:  # find entries on the contiguous layout, then swap the roles
-            c, r = (sims.T > best_sim[:, -1]).nonzero(as_tuple=True)
-            order = torch.argsort(r, stable=True)
-            r, c = r[order], c[order]
-        else:
-            r, c = (sims > best_sim[:, -1:]).nonzero(as_tuple=True)
-        if len(r) == 0:
-            return
-        if len(r) > sims.numel() // 4:  # an unfilled or very dense block: plain top-k
-            block = sims.contiguous() if transposed else sims
-            new_sim, new_col = torch.topk(block, min(self.m, width), dim=1, sorted=False)
-        else:  # few entries beat the current lists: gather just those
-            counts = torch.bincount(r, minlength=n_rows)
-            pos = torch.arange(len(r)) - (torch.cumsum(counts, 0) - counts)[r]
-            most = int(counts.max())
-            new_sim = torch.full((n_rows, most), -torch.inf, dtype=torch.float32)
-            new_col = torch.zeros((n_rows, most), dtype=torch.int64)
-            new_sim[r, pos] = sims[r, c]
-            new_col[r, pos] = c
-        merged_sim = torch.cat([best_sim, new_sim], 1)
-        merged_idx = torch.cat([best_idx, new_col + c0], 1)
-        top_sim, sel = torch.topk(merged_sim, self.m, dim=1, sorted=True)
-        self.cand_sim[rows] = top_sim
-        self.cand_idx[rows] = merged_idx.gather(1, sel)
 
     def query(
         self, train_mask: np.ndarray, test_idx: np.ndarray, k: int = 5
@@ -250,7 +223,7 @@ class CosineKNN:
         whose float32 similarity is within ``tol`` of the row's k-th best (a superset of the
         exact top ``k``)."""
         xt = self.x32[train_idx]
-        step = max(1, self.block_bytes // (4 * len(train_idx)))
+        step = max(1, min(self.block_bytes, _QUERY_BLOCK_BYTES) // (4 * len(train_idx)))
         kk = min(k + 1, len(train_idx))
         blocks = []
         for start in range(0, len(rows), step):
