@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -419,66 +419,57 @@ _KEY_MAP_WEIGHT_NORM = (
     (r"^encoder\.pos_conv\.0\.parametrizations\.weight\.original1$", "encoder.pos_conv.0.weight_v"),
 )
 
-TABLE: tuple[Pretrained, ...] = (
-    Pretrained(
-        name="beats-iter3",
-        family="BEATs",
-        variant="iter3",
-        sources=(
-            "BEATs_iter3.pt",
-            "https://1drv.ms/u/s!AqeByhGUtINrgcpxJUNDxg4eU0r-vA?e=qezPJ5",
-        ),
-        file_format="torch",
-        state_path=("model",),
-        config_path=("cfg",),
-        key_map=_KEY_MAP_WEIGHT_NORM,
-        drop=_DROP_BEATS,
-        sample_rate=SAMPLE_RATE,
-        frontend=_FRONTEND,
-        pooling="mean of the last layer's tokens",
-        dim=768,
-        params_millions=90.31,
-        license="MIT (microsoft/unilm)",
-        paper="Chen et al., BEATs: Audio Pre-Training with Acoustic Tokenizers, ICML 2023",
-        arch=BEATS_ITER3_ARCH,
+_BEATS_ITER3 = Pretrained(
+    name="beats-iter3",
+    family="BEATs",
+    variant="iter3",
+    sources=(
+        "BEATs_iter3.pt",
+        "https://1drv.ms/u/s!AqeByhGUtINrgcpxJUNDxg4eU0r-vA?e=qezPJ5",
     ),
-    Pretrained(
+    file_format="torch",
+    state_path=("model",),
+    config_path=("cfg",),
+    key_map=_KEY_MAP_WEIGHT_NORM,
+    drop=_DROP_BEATS,
+    sample_rate=SAMPLE_RATE,
+    frontend=_FRONTEND,
+    pooling="mean of the last layer's tokens",
+    dim=768,
+    params_millions=90.31,
+    license="MIT (microsoft/unilm)",
+    paper="Chen et al., BEATs: Audio Pre-Training with Acoustic Tokenizers, ICML 2023",
+    arch=BEATS_ITER3_ARCH,
+)
+# OpenBEATs: the same file layout and front-end; ESPnet's extra padding kernels dropped
+_OPENBEATS = {
+    "family": "OpenBEATs",
+    "drop": _DROP_OPENBEATS,
+    "license": "see the OpenBEATs release (shikhar7ssu on the Hugging Face hub)",
+    "paper": "Bharadwaj et al., OpenBEATs, WASPAA 2025, arXiv:2507.14129",
+}
+
+TABLE: tuple[Pretrained, ...] = (
+    _BEATS_ITER3,
+    replace(
+        _BEATS_ITER3,
         name="openbeats-base",
-        family="OpenBEATs",
         variant="base",
         sources=("hf://shikhar7ssu/OpenBEATs-Base-i3",),
-        file_format="torch",
-        state_path=("model",),
-        config_path=("cfg",),
-        key_map=_KEY_MAP_WEIGHT_NORM,
-        drop=_DROP_OPENBEATS,
-        sample_rate=SAMPLE_RATE,
-        frontend=_FRONTEND,
-        pooling="mean of the last layer's tokens",
         dim=768,
         params_millions=90.31,
-        license="see the OpenBEATs release (shikhar7ssu on the Hugging Face hub)",
-        paper="Bharadwaj et al., OpenBEATs, WASPAA 2025, arXiv:2507.14129",
         arch=OPENBEATS_BASE_ARCH,
+        **_OPENBEATS,
     ),
-    Pretrained(
+    replace(
+        _BEATS_ITER3,
         name="openbeats-large",
-        family="OpenBEATs",
         variant="large",
         sources=("hf://shikhar7ssu/OpenBEATs-Large-i3",),
-        file_format="torch",
-        state_path=("model",),
-        config_path=("cfg",),
-        key_map=_KEY_MAP_WEIGHT_NORM,
-        drop=_DROP_OPENBEATS,
-        sample_rate=SAMPLE_RATE,
-        frontend=_FRONTEND,
-        pooling="mean of the last layer's tokens",
         dim=1024,
         params_millions=311.38,
-        license="see the OpenBEATs release (shikhar7ssu on the Hugging Face hub)",
-        paper="Bharadwaj et al., OpenBEATs, WASPAA 2025, arXiv:2507.14129",
         arch=OPENBEATS_LARGE_ARCH,
+        **_OPENBEATS,
     ),
 )
 

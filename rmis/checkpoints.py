@@ -1,46 +1,29 @@
 """Checkpoint sources: local files, Hugging Face hub ids and https URLs.
 
-``load_checkpoint(source)`` accepts
+:func:`resolve` turns a ``--checkpoint`` source into a local path (reading the file is
+:func:`rmis.weights.read_weights`'s job):
 
-* a local file: ``.pt``/``.pth``/``.ckpt`` (a torch pickle ``{"cfg": ..., "model": state_dict}``,
-  loaded with ``weights_only=True``) or ``.safetensors`` (config from the file's ``cfg`` metadata
-  entry or a ``config.json`` beside it);
+* a local file or folder;
 * ``hf://owner/name[@revision]`` (or a bare ``owner/name`` that is not a local path): fetched
   with ``huggingface_hub`` (which honours ``HF_HUB_OFFLINE`` and its cache);
 * ``https://...``: downloaded once into ``<cache>/checkpoints/`` (atomically) and reused.
 
-The SHA-256 of the weights file is recorded for provenance. Without network and without a cached
-copy, the error says exactly how to provide the file.
+Without network and without a cached copy, the error says exactly how to provide the file.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from rmis.errors import RMISError
 from rmis.io import default_file_mode
-from rmis.provenance import sha256_file
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    cfg: Any
-    state_dict: dict[str, torch.Tensor]
-    sha256: str
-    path: Path
-    revision: str | None = None
 
 
 def checkpoint_cache_dir() -> Path:
@@ -68,59 +51,6 @@ def resolve(source: str, folder: bool = False) -> tuple[Path, str | None]:
     raise RMISError(
         f"checkpoint {source!r} does not exist (give a file, hf://owner/name or an https URL)"
     )
-
-
-def load_checkpoint(source: str, kind: str = "model") -> Checkpoint:
-    """Resolve ``source`` and read it; errors name the file and say what is wrong."""
-    path, revision = resolve(source)
-    sha = sha256_file(path)
-    if path.suffix == ".safetensors":
-        cfg, state = _read_safetensors(path)
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # truncated, not a torch file, or pickled code (never executed)
-            # torch's own message advises loading with weights_only=False, which would run
-            # arbitrary code from the file: never repeat it
-            raise RMISError(
-                f"{kind} checkpoint {str(path)!r} is not a valid checkpoint in the expected "
-                "format (a torch file holding {'cfg': ..., 'model': state_dict} of plain "
-                "tensors, or .safetensors); it may be truncated or another kind of file: "
-                "download it again"
-            ) from None
-        if not isinstance(obj, dict) or "model" not in obj:
-            raise RMISError(
-                f"{kind} checkpoint {str(path)!r} is not a dict with a 'model' state dict"
-            )
-        cfg, state = obj.get("cfg"), obj["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise RMISError(f"{kind} checkpoint {str(path)!r}: 'model' is not a state dict of tensors")
-    return Checkpoint(cfg=cfg, state_dict=state, sha256=sha, path=path, revision=revision)
-
-
-def _read_safetensors(path: Path) -> tuple[Any, dict[str, torch.Tensor]]:
-    try:
-        from safetensors import safe_open
-    except ImportError:
-        raise RMISError(
-            "reading .safetensors needs the package safetensors (pip install 'rmis[hub]')"
-        ) from None
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
-    except Exception as exc:
-        raise RMISError(
-            f"cannot read {str(path)!r} as safetensors ({exc}); the file may be "
-            "truncated: download it again"
-        ) from None
-    if "cfg" in meta:
-        cfg = json.loads(meta["cfg"])
-    elif (path.parent / "config.json").is_file():
-        cfg = json.loads((path.parent / "config.json").read_text())
-    else:
-        raise RMISError(f"{str(path)!r} has no 'cfg' metadata and no config.json beside it")
-    return cfg, state
 
 
 def _pick_file(folder: Path, source: str) -> Path:

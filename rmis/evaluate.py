@@ -324,18 +324,27 @@ def manifest_dataset(manifest: Path, test_size: float, name: str | None = None) 
     name = manifest_name(manifest, name)
     table = manifest_table(manifest)
     rates = {_rate(p) for p in table["path"]}  # headers only; files may differ in rate
-    spec = DatasetSpec(
+    return EvalDataset(_user_spec(name, table, rates, test_size, f"manifest {manifest}"), table)
+
+
+def _user_spec(
+    name: str, table: pd.DataFrame, rates: set[int], test_size: float, title: str
+) -> DatasetSpec:
+    """The spec of a user dataset (manifest or Hugging Face dataset): fault diagnosis on 10-s
+    windows, sealed random splits at ``test_size`` or the table's own ``split`` column, classes
+    in sorted order, the native rate when all files share one (else 0: any rate)."""
+    given = "split" in table.columns
+    return DatasetSpec(
         name=name,
         task="fd",
         modality="user",
-        sample_rate=rates.pop() if len(rates) == 1 else 0,
+        sample_rate=next(iter(rates)) if len(rates) == 1 else 0,
         window_seconds=10.0,
-        protocol="fd-official-split" if "split" in table.columns else "fd",
+        protocol="fd-official-split" if given else "fd",
         classes=tuple(sorted(set(table["label"]))),
-        test_size=None if "split" in table.columns else test_size,
-        title=f"manifest {manifest}",
+        test_size=None if given else test_size,
+        title=title,
     )
-    return EvalDataset(spec, table)
 
 
 def hf_dataset(
@@ -374,18 +383,7 @@ def hf_dataset(
     else:
         name = manifest_name(Path(source), name)  # checks --name
     rates = {p.sample_rate for p in table["path"]}
-    given = "split" in table.columns
-    spec = DatasetSpec(
-        name=name,
-        task="fd",
-        modality="user",
-        sample_rate=rates.pop() if len(rates) == 1 else 0,
-        window_seconds=10.0,
-        protocol="fd-official-split" if given else "fd",
-        classes=tuple(sorted(set(table["label"]))),
-        test_size=None if given else test_size,
-        title=f"Hugging Face dataset {source}",
-    )
+    spec = _user_spec(name, table, rates, test_size, f"Hugging Face dataset {source}")
     return EvalDataset(spec, table, info)
 
 
