@@ -117,14 +117,22 @@ def _user_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from rmis.distributed import JobError, current
+
+        agreed = False
         try:
             return fn(*args, **kwargs)
         except RMISError as exc:
-            message = _one_line(exc)
+            message, agreed = _one_line(exc), isinstance(exc, JobError)
         except OSError as exc:  # permissions, disk full, a path that is a folder ...
             logging.getLogger("rmis").info("details", exc_info=True)
             where = f": {exc.filename!s}" if exc.filename else ""
             message = f"{exc.strerror or _one_line(exc)}{where}"
+        job = current()
+        if job is not None and not job.is_main:  # under torchrun, rank 0 speaks for the job
+            if agreed:  # rank 0 prints this one
+                raise typer.Exit(2) from None
+            message = f"rank {job.rank}: {message}"
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
@@ -542,6 +550,15 @@ def eval_(
     ] = "none",
     dataset_dir: DatasetDirs = None,
     resampler: Annotated[Resampler, typer.Option("--resampler", help=RESAMPLER_HELP)] = "sinc",
+    hash_files: Annotated[
+        bool,
+        typer.Option(
+            "--hash-files",
+            help="Match cached embeddings to files by a SHA-256 of their content (reused for "
+            "moved or copied files; reads every file each run) instead of path, size and "
+            "modification time.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate an encoder: extract (or reuse cached) embeddings, score every dataset, write
     one result JSON per dataset (`RESULTS/<model>/<config id>/<dataset>.json`, with a
@@ -549,8 +566,54 @@ def eval_(
 
     `--suite synth` runs offline on the built-in synthetic suite (generated on first use);
     `--suite rmis --data-root DIR` runs the RMIS datasets found in DIR; `--manifest DATA.csv`
-    evaluates your own recordings.
+    evaluates your own recordings. Embeddings are cached per file and reused by every dataset
+    that holds the file. Under `torchrun --nproc-per-node N -m rmis eval ...` the files are
+    shared among N processes (one per GPU with --device cuda); rank 0 scores and reports.
     """
+    args = dict(locals())
+    from rmis import distributed
+
+    dist = distributed.setup()
+    try:
+        _eval(**args, dist=dist)
+    finally:
+        distributed.teardown()
+
+
+def _eval(
+    model: str,
+    suite: str,
+    datasets: str | None,
+    manifest: Path | None,
+    hf_dataset: str | None,
+    hf_config: str | None,
+    hf_split: str | None,
+    audio_column: str,
+    label_column: str,
+    group_column: str | None,
+    split_column: str | None,
+    no_sealing: bool,
+    test_size: float,
+    name: str | None,
+    data_root: Path | None,
+    dcase_gt: Path | None,
+    checkpoint: str | None,
+    option: list[str] | None,
+    device: str,
+    precision: str,
+    batch_size: int,
+    workers: int | None,
+    runs: int,
+    results_dir: Path,
+    cache_dir: Path | None,
+    skip_bad_files: bool,
+    recompute: bool,
+    compat: str,
+    dataset_dir: list[str] | None,
+    resampler: str,
+    hash_files: bool,
+    dist: Any,
+) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -560,6 +623,7 @@ def eval_(
         TimeRemainingColumn,
     )
 
+    from rmis.distributed import rank_device
     from rmis.encoders import load_encoder, parse_options
     from rmis.evaluate import (
         compat_settings,
@@ -574,12 +638,16 @@ def eval_(
     from rmis.extract import check_precision
     from rmis.progress import FilesPerSecond
 
+    quiet = dist is not None and not dist.is_main
+    if quiet:  # rank 0 prints for the job
+        console.quiet = err_console.quiet = True
+        logging.getLogger("rmis").setLevel(logging.ERROR)
+    device = rank_device(device)
     options = parse_options(option)
     compat_settings(model, "", compat)  # validates the mode before any work
     check_precision(precision, device)
     cache = cache_dir or default_cache_dir()
     names = _names(datasets)
-    missing: dict[str, str] = {}
     hf_columns = _hf_columns(
         hf_dataset,
         hf_config,
@@ -596,30 +664,6 @@ def eval_(
         raise RMISError(
             "--name names a --manifest or --hf-dataset dataset; use it with one of them"
         )
-    # datasets are listed (the synthetic suite generated on first use) and checked before any
-    # file is decoded: a spinner from the first second, a line per generated dataset
-    with err_console.status("reading the datasets") as status:
-
-        def report(text: str) -> None:
-            err_console.print(text, highlight=False)
-            status.update(text)
-
-        if manifest is not None:
-            todo = [manifest_dataset(manifest, test_size, name)]
-            suite = "manifest"
-        elif hf_dataset is not None:
-            from rmis.evaluate import hf_dataset as load_hf_dataset
-
-            report(f"reading Hugging Face dataset {hf_dataset}")
-            todo = [load_hf_dataset(hf_dataset, test_size, name, **hf_columns)]
-            suite = "manifest"
-        else:
-            todo, missing = resolve_suite(
-                suite, names, cache, data_root, dcase_gt, parse_folders(dataset_dir), report
-            )
-        status.update("checking the datasets against the protocol")
-        for ds in todo:  # every dataset's scoring checks, before anything is decoded or embedded
-            preflight_dataset(ds, runs)
     encoders: dict[str, Any] = {}
 
     def encoder_for(opts: dict[str, Any]) -> Any:
@@ -628,7 +672,47 @@ def eval_(
             encoders[key] = load_encoder(model, checkpoint=checkpoint, device=device, **opts)
         return encoders[key]
 
-    encoder_for(options)  # fail early on a bad model, checkpoint or option
+    def prepare() -> tuple[list[Any], dict[str, str], str]:
+        # datasets are listed (the synthetic suite generated on first use) and checked before
+        # any file is decoded: a spinner from the first second, a line per generated dataset
+        missing: dict[str, str] = {}
+        kind = suite
+        with err_console.status("reading the datasets") as status:
+
+            def report(text: str) -> None:
+                err_console.print(text, highlight=False)
+                status.update(text)
+
+            if manifest is not None:
+                todo = [manifest_dataset(manifest, test_size, name)]
+                kind = "manifest"
+            elif hf_dataset is not None:
+                from rmis.evaluate import hf_dataset as load_hf_dataset
+
+                report(f"reading Hugging Face dataset {hf_dataset}")
+                todo = [load_hf_dataset(hf_dataset, test_size, name, **hf_columns)]
+                kind = "manifest"
+            else:
+                todo, missing = resolve_suite(
+                    suite, names, cache, data_root, dcase_gt, parse_folders(dataset_dir), report
+                )
+            status.update("checking the datasets against the protocol")
+            for ds in todo:  # every dataset's scoring checks, before anything is embedded
+                preflight_dataset(ds, runs)
+        encoder_for(options)  # fail early on a bad model, checkpoint or option
+        return todo, missing, kind
+
+    if dist is None:
+        todo, missing, suite = prepare()
+    else:  # rank 0 first (it generates the synthetic suite on first use), then the others
+        for turn in (True, False):
+            error = None
+            if dist.is_main == turn:
+                try:
+                    todo, missing, suite = prepare()
+                except RMISError as exc:
+                    error = _one_line(exc)
+            dist.agree(error)
     config = run_config(
         encoder_for(options), options, compat, precision, runs, checkpoint, resampler
     )
@@ -642,33 +726,36 @@ def eval_(
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    with Progress(*columns, console=err_console, transient=True, disable=quiet) as progress:
         for ds in todo:
             progress.console.print(f"[bold]{ds.name}[/]: {len(ds.table)} files", highlight=False)
             extra, input_rate = compat_settings(model, ds.name, compat)
             ds_options = {**options, **extra}
-            results.append(
-                evaluate_dataset(
-                    ds,
-                    encoder_for(ds_options),
-                    options=ds_options,
-                    results_dir=results_dir,
-                    cache_dir=cache,
-                    runs=runs,
-                    batch_size=batch_size,
-                    num_workers=workers,
-                    precision=precision,
-                    skip_bad_files=skip_bad_files,
-                    progress=progress,
-                    device=device,
-                    input_rate=input_rate,
-                    compat=compat,
-                    config=config,
-                    recompute=recompute,
-                    resampler=resampler,
-                )
+            result = evaluate_dataset(
+                ds,
+                encoder_for(ds_options),
+                options=ds_options,
+                results_dir=results_dir,
+                cache_dir=cache,
+                runs=runs,
+                batch_size=batch_size,
+                num_workers=workers,
+                precision=precision,
+                skip_bad_files=skip_bad_files,
+                progress=None if quiet else progress,
+                device=device,
+                input_rate=input_rate,
+                compat=compat,
+                config=config,
+                recompute=recompute,
+                resampler=resampler,
+                file_identity="content" if hash_files else "stat",
+                dist=dist,
             )
-    _print_eval(model, suite, results, missing, results_dir)
+            if result is not None:
+                results.append(result)
+    if not quiet:
+        _print_eval(model, suite, results, missing, results_dir)
 
 
 def _fmt_std(result: dict[str, Any]) -> str:

@@ -18,9 +18,10 @@ from scipy.stats import pearsonr
 
 from rmis.errors import RMISError
 from rmis.evaluate import EvalDataset
-from rmis.extract import EmbeddingCache
+from rmis.extract import read_legacy_cache
 from rmis.protocol.fd import FDEvaluator
 from rmis.scoring import score_table
+from rmis.store import EmbeddingStore
 
 
 def model_results(results_dir: Path, model: str) -> dict[str, dict[str, Any]]:
@@ -96,12 +97,20 @@ def eval_command(model: str, dataset: str, config: dict[str, Any] | None = None)
     return " ".join(parts)
 
 
-def cached_embeddings(result: dict[str, Any], cache_dir: Path) -> dict[str, np.ndarray]:
-    """The embeddings a result was scored with, from the cache (never re-extracted)."""
+def cached_embeddings(
+    result: dict[str, Any], cache_dir: Path, ds: EvalDataset
+) -> dict[str, np.ndarray]:
+    """The embeddings a result was scored with, by file id of ``ds``, from the store (never
+    re-extracted); a file changed since (another size or modification time) has none."""
     model, dataset = result["model"]["name"], result["dataset"]
-    key = result["provenance"]["embedding_cache_key"]
-    folder = Path(cache_dir) / "embeddings" / model / f"{dataset}-{key}"
-    emb = EmbeddingCache(folder, {}).load()
+    prov = result["provenance"]
+    if prov.get("embedding_store"):
+        folder = Path(cache_dir) / prov["embedding_store"]
+        store = EmbeddingStore(folder, identity=prov.get("file_identity") or "stat")
+        emb = store.vectors(ds.items())
+    else:  # a result of older rmis: its per-dataset cache folder
+        folder = Path(cache_dir) / "embeddings" / model / f"{dataset}-{prov['embedding_cache_key']}"
+        emb = read_legacy_cache(folder) if folder.is_dir() else {}
     if not emb:
         raise RMISError(
             f"no cached embeddings of {model!r} on {dataset!r} in {folder}; rerun "
@@ -141,7 +150,7 @@ def split_curves(
             continue
         for model in models:
             res = load_result(results_dir, model, ds.name, resolved[model])
-            meta, x = _aligned(ds, cached_embeddings(res, cache_dir), res)
+            meta, x = _aligned(ds, cached_embeddings(res, cache_dir, ds), res)
             ev = FDEvaluator(
                 x,
                 list(meta["file"]),
@@ -230,7 +239,7 @@ def band_curve(
                 f"{model!r} has no sub-band embedding layout (band_dim); the band "
                 "curve applies to FISHER-style encoders"
             )
-        meta, x = _aligned(ds, cached_embeddings(res, cache_dir), res)
+        meta, x = _aligned(ds, cached_embeddings(res, cache_dir, ds), res)
         n_bands = x.shape[1] // band_dim
         for b in range(1, n_bands + 1):
             part = x[:, : b * band_dim]

@@ -28,10 +28,18 @@ import pandas as pd
 from rmis.audio import DEFAULT_RESAMPLER
 from rmis.data.specs import AD_DATASETS, DATASETS, DatasetSpec, closest
 from rmis.errors import RMISError
-from rmis.extract import EmbeddingCache, FileItem, cache_key, encoder_fingerprint, extract
+from rmis.extract import (
+    FileItem,
+    encoder_fingerprint,
+    extract,
+    import_legacy_cache,
+    legacy_cache_key,
+    manifest_hash,
+)
 from rmis.io import atomic_write_json
 from rmis.provenance import RESULT_SCHEMA_VERSION, base_provenance
 from rmis.scoring import preflight, score_table
+from rmis.store import EmbeddingStore, store_key
 
 log = logging.getLogger(__name__)
 
@@ -476,32 +484,44 @@ def evaluate_dataset(
     config: dict[str, Any] | None = None,
     recompute: bool = False,
     resampler: str = DEFAULT_RESAMPLER,
-) -> dict[str, Any]:
+    file_identity: str = "stat",
+    dist: Any = None,
+) -> dict[str, Any] | None:
     """Embed (or reuse) one dataset, score it and write
     ``results_dir/<model>/<config id>/<dataset>.json`` and the configuration's ``run.json``.
 
     ``input_rate`` overrides the encoder's input rate and ``compat`` is recorded (see
     :func:`compat_settings`). ``config`` is the run configuration (:func:`run_config` of the
     user's options; by default that of ``options``). ``recompute`` ignores and replaces the
-    cached embeddings. ``resampler`` (``sinc``/``soxr``) is part of the cache key."""
+    cached embeddings. ``resampler`` (``sinc``/``soxr``) is part of the store key.
+    ``file_identity`` (``stat``/``content``) says how stored embeddings are matched to files
+    (:func:`rmis.store.file_key`). Under ``torchrun`` (``dist``: :mod:`rmis.distributed`) every
+    rank calls this; rank 0 alone scores, writes and returns the result (the others: None)."""
     if config is None:
         config = run_config(encoder, options, compat, precision, runs, resampler=resampler)
     started = time.perf_counter()
     check_rate_dims(ds, encoder, input_rate)
     items = ds.items()
     enc_fp = encoder_fingerprint(encoder, options)
-    key, parts = cache_key(
-        enc_fp, items, ds.spec.window_seconds, precision, input_rate, resampler=resampler
-    )
+    key, parts = store_key(enc_fp, ds.spec.window_seconds, precision, input_rate, resampler)
     model = enc_fp["model"]
-    cache = EmbeddingCache(cache_dir / "embeddings" / model / f"{ds.name}-{key}", parts)
+    store_rel = Path("embeddings") / model / key
+    store = EmbeddingStore(cache_dir / store_rel, parts, identity=file_identity)
+    main = dist is None or dist.is_main
+    if main and any((cache_dir / "embeddings" / model).glob(f"{ds.name}-*")):
+        legacy = legacy_cache_key(
+            enc_fp, items, ds.spec.window_seconds, precision, input_rate, resampler=resampler
+        )
+        old = cache_dir / "embeddings" / model / f"{ds.name}-{legacy}"
+        if old.is_dir():  # a per-dataset cache of older rmis: its vectors join the store
+            import_legacy_cache(old, items, store)
     expected = ds.spec.sample_rate or None
     ext = extract(
         items,
         encoder,
         window_seconds=ds.spec.window_seconds,
         expected_rate=expected,
-        cache=cache,
+        store=store,
         batch_size=batch_size,
         num_workers=num_workers,
         precision=precision,
@@ -510,7 +530,10 @@ def evaluate_dataset(
         input_rate=input_rate,
         recompute=recompute,
         resampler=resampler,
+        dist=dist,
     )
+    if not main:
+        return None
     meta = ds.table.drop(columns="path")
     if ext.skipped:
         meta = meta[~meta["file"].isin(ext.skipped)]
@@ -549,9 +572,11 @@ def evaluate_dataset(
         "provenance": base_provenance()
         | {
             "command": "rmis eval",
-            "dataset_manifest_sha256": parts["manifest_sha256"],
+            "dataset_manifest_sha256": manifest_hash(items),
             **({"data_source": ds.source} if ds.source else {}),
             "embedding_cache_key": key,
+            "embedding_store": store_rel.as_posix(),
+            "file_identity": file_identity,
             "window_seconds": ds.spec.window_seconds,
             "precision": precision,
             "compat": compat,

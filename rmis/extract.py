@@ -1,13 +1,16 @@
-"""Extraction engine: files -> windows -> encoder -> one embedding per file, cached on disk.
+"""Extraction engine: files -> windows -> encoder -> one embedding per file, stored per file.
 
 * Files stream through a DataLoader (decoding and resampling in worker processes); memory holds
   a few files' windows and one batch, never a dataset.
 * Windows of consecutive files are packed into batches of ``batch_size`` and run under
   ``torch.inference_mode`` (optionally fp16/bf16 autocast on GPU); a file's embedding is the
   mean of its window embeddings (accumulated in float64).
-* Embeddings are cached under a key that fingerprints everything that could change them
-  (:func:`cache_key`); finished files are written every few seconds as atomic part files, so an
-  interrupted or failing run loses nothing and a rerun computes only what is missing.
+* Embeddings live in the per-file store (:mod:`rmis.store`) of the encoder configuration, so a
+  file is embedded once wherever it appears; finished files are written every few seconds as
+  atomic part files, so an interrupted or failing run loses nothing and a rerun computes only
+  what is missing.
+* Under ``torchrun`` (:mod:`rmis.distributed`) rank 0 splits the missing files into shares of
+  equal duration and every rank embeds its own.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from rmis.audio import (
     is_source,
     load_windows,
 )
+from rmis.distributed import duration, shares
 from rmis.encoders import Encoder, adapter_source_sha256
 from rmis.errors import RMISError
-from rmis.io import atomic_write_bytes, atomic_write_json, embedding_matrix_bytes, npz_matrix
+from rmis.io import npz_matrix
+from rmis.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +115,17 @@ def encoder_fingerprint(encoder: Encoder, options: dict[str, Any]) -> dict[str, 
     }
 
 
-def cache_key(
+def legacy_cache_key(
     encoder_fp: dict[str, Any],
     items: Sequence[FileItem],
     window_seconds: float,
     precision: str,
     input_rate: int | None = None,
     resampler: str = DEFAULT_RESAMPLER,
-) -> tuple[str, dict[str, Any]]:
-    """(key, its components): encoder fingerprint, preprocessing version, resampler, window,
-    precision and the dataset's manifest and modification-time hashes."""
+) -> str:
+    """The key of the per-dataset cache folders of rmis before the per-file store
+    (``CACHE/embeddings/<model>/<dataset>-<key>``): their vectors are moved into the store
+    (:func:`import_legacy_cache`)."""
     parts = {
         "encoder": encoder_fp,
         "preprocessing_version": PREPROCESSING_VERSION,
@@ -131,114 +137,53 @@ def cache_key(
         "stat_sha256": _stat_hash(items),
     }
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:32], parts
+    return hashlib.sha256(blob).hexdigest()[:32]
 
 
-class EmbeddingCache:
-    """On-disk embeddings of one (encoder, dataset) under one key.
-
-    Layout: ``<dir>/key.json`` (the key's components), ``<dir>/part-*.npz`` (files finished
-    so far, each written atomically) and, once complete, ``<dir>/embeddings.npz``; each
-    ``.npz`` holds ``ids`` (file ids) and ``emb`` (one float32 row per id).
-    """
-
-    def __init__(self, directory: Path, parts: dict[str, Any]) -> None:
-        self.dir = Path(directory)
-        self.parts = parts
-
-    def load(self) -> dict[str, np.ndarray]:
-        """All embeddings stored so far (complete file first, then parts), in either layout
-        (one float32 matrix plus an id array, or, as older rmis wrote them, one member per file
-        id). Non-finite vectors (written by older versions of rmis) are dropped with a warning:
-        they get recomputed."""
-        out: dict[str, np.ndarray] = {}
-        for f in [self.dir / "embeddings.npz", *sorted(self.dir.glob("part-*.npz"))]:
-            if f.is_file():
-                try:
-                    with np.load(f, allow_pickle=False) as npz:
-                        matrix = npz_matrix(npz)
-                        if matrix is None:
-                            found = {_unkey(k): npz[k] for k in npz.files}
-                except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a damaged part
-                    log.warning("ignoring unreadable cache file %s: %s", f, exc)
-                    continue
-                if matrix is not None:
-                    ids, mat = matrix
-                    if mat.ndim == 2 and len(ids) == mat.shape[0]:
-                        good = np.zeros(len(ids), dtype=bool)
-                        if np.issubdtype(mat.dtype, np.number) and not np.iscomplexobj(mat):
-                            good = np.isfinite(mat).all(axis=1)
-                        for i in np.flatnonzero(good):  # checked at once
-                            out[ids[i]] = mat[i]
-                        found = {ids[i]: mat[i] for i in np.flatnonzero(~good)}  # warned below
-                    else:
-                        log.warning("ignoring malformed cache file %s: shape %s", f, mat.shape)
-                        continue
-                for fid, vec in found.items():
-                    if (
-                        vec.ndim == 1
-                        and np.issubdtype(vec.dtype, np.number)
-                        and np.isfinite(vec).all()
-                    ):
-                        out[fid] = vec
-                    else:
-                        out.pop(fid, None)
-                        log.warning(
-                            "ignoring the cached embedding of %r in %s: not a finite vector "
-                            "(it is recomputed)",
-                            fid,
-                            f,
-                        )
-        return out
-
-    def clear(self) -> None:
-        """Drop every stored embedding (``--recompute``); the key file stays."""
-        for f in [self.dir / "embeddings.npz", *self.dir.glob("part-*.npz")]:
-            f.unlink(missing_ok=True)
-
-    def add(self, embeddings: dict[str, np.ndarray]) -> None:
-        """Store finished embeddings as a new part (atomically)."""
-        if not embeddings:
-            return
-        if not (self.dir / "key.json").exists():
-            atomic_write_json(self.dir / "key.json", self.parts)
-        n = len(list(self.dir.glob("part-*.npz")))
-        atomic_write_bytes(self.dir / f"part-{n:05d}-{os.getpid()}.npz", _npz_bytes(embeddings))
-
-    def finalize(self, embeddings: dict[str, np.ndarray]) -> None:
-        """Write the complete set as one file and drop the parts."""
-        if not (self.dir / "key.json").exists():
-            atomic_write_json(self.dir / "key.json", self.parts)
-        atomic_write_bytes(self.dir / "embeddings.npz", _npz_bytes(embeddings))
-        for part in self.dir.glob("part-*.npz"):
-            part.unlink(missing_ok=True)
+def read_legacy_cache(directory: Path) -> dict[str, np.ndarray]:
+    """The finite vectors of a per-dataset cache folder of older rmis (``embeddings.npz`` and
+    ``part-*.npz``, in either npz layout), by file id."""
+    out: dict[str, np.ndarray] = {}
+    for f in [directory / "embeddings.npz", *sorted(directory.glob("part-*.npz"))]:
+        if not f.is_file():
+            continue
+        try:
+            with np.load(f, allow_pickle=False) as npz:
+                layout = npz_matrix(npz)
+                if layout is None:
+                    found = {_unkey(k): npz[k] for k in npz.files}
+                else:
+                    found = dict(zip(layout[0], layout[1], strict=True))
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a damaged part
+            log.warning("ignoring unreadable cache file %s: %s", f, exc)
+            continue
+        for fid, vec in found.items():
+            ok = vec.ndim == 1 and np.issubdtype(vec.dtype, np.number)
+            if ok and np.isfinite(vec).all():
+                out[fid] = np.asarray(vec, dtype=np.float32)
+            else:
+                out.pop(fid, None)
+    return out
 
 
-def _key(file_id: str) -> str:
-    # npz keys are zip member names: keep ids readable but unambiguous
-    return file_id.replace("%", "%25").replace("/", "%2F")
+def import_legacy_cache(directory: Path, items: Sequence[FileItem], store: EmbeddingStore) -> int:
+    """Move the vectors of an older per-dataset cache folder into ``store`` (rows of files
+    still in ``items``), then delete the folder; returns how many were moved."""
+    import shutil
+
+    found = read_legacy_cache(directory)
+    keep = [i for i in items if i.id in found]
+    rows = dict(zip(store.keys(keep), (found[i.id] for i in keep), strict=True))
+    store.add(rows)
+    store.consolidate(rows)
+    shutil.rmtree(directory, ignore_errors=True)
+    log.info("moved %d embeddings of %s into the per-file store", len(rows), directory)
+    return len(rows)
 
 
 def _unkey(key: str) -> str:
+    # npz member names of the per-file-id layout: "/" and "%" escaped
     return key.replace("%2F", "/").replace("%25", "%")
-
-
-def _npz_bytes(embeddings: dict[str, np.ndarray]) -> bytes:
-    """One float32 matrix plus an id array (:func:`rmis.io.embedding_matrix_bytes`) when the
-    vectors share a length and are float32 (extraction's output, stored bit for bit); otherwise
-    (mixed dimensions) the older layout of one member per file id, which is read as well."""
-    vecs = list(embeddings.values())
-    if (
-        vecs
-        and all(v.ndim == 1 and v.dtype == np.float32 for v in vecs)
-        and (len({v.shape for v in vecs}) == 1)
-    ):
-        return embedding_matrix_bytes(list(embeddings), np.stack(vecs))
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **{_key(k): v for k, v in embeddings.items()})
-    return buf.getvalue()
 
 
 class _WindowDataset(Dataset):
@@ -293,135 +238,257 @@ class ExtractResult:
     windows: int
 
 
+def save_seconds() -> float:
+    """How often finished embeddings are written to the store: ``$RMIS_SAVE_SECONDS`` (default
+    10; 0 writes after every file)."""
+    try:
+        return max(0.0, float(os.environ.get("RMIS_SAVE_SECONDS", "10")))
+    except ValueError:
+        raise RMISError(
+            f"RMIS_SAVE_SECONDS={os.environ['RMIS_SAVE_SECONDS']!r} is not a number of seconds"
+        ) from None
+
+
 def extract(
     items: Sequence[FileItem],
     encoder: Encoder,
     *,
     window_seconds: float,
     expected_rate: int | None = None,
-    cache: EmbeddingCache | None = None,
+    store: EmbeddingStore | None = None,
     batch_size: int = 32,
     num_workers: int | None = None,
     precision: str = "fp32",
     skip_bad_files: bool = False,
     progress: Any = None,
-    checkpoint_seconds: float = 10.0,
+    checkpoint_seconds: float | None = None,
     input_rate: int | None = None,
     recompute: bool = False,
     resampler: str = DEFAULT_RESAMPLER,
+    dist: Any = None,
 ) -> ExtractResult:
-    """Embed files (one vector per file), reusing and filling ``cache``.
+    """Embed files (one vector per file), reusing and filling ``store``.
 
     Args:
         items: files to embed.
         encoder: a loaded encoder (its ``sample_rate``: None = native rate).
         window_seconds: window length in seconds.
         expected_rate: the dataset's native rate (files at another rate are errors).
-        cache: where to reuse and store embeddings (None: no caching).
+        store: where to reuse and store embeddings, per file (None: no caching).
         batch_size: windows per forward pass.
         num_workers: DataLoader worker processes (default: one per spare core, at most 4).
         precision: ``fp32``, or ``fp16``/``bf16`` autocast (GPU only).
         skip_bad_files: list unreadable or invalid files instead of failing.
         progress: a ``rich.progress.Progress`` to report files to (optional).
-        checkpoint_seconds: how often finished embeddings are written to the cache.
+        checkpoint_seconds: how often finished embeddings are written to the store (default:
+            :func:`save_seconds`).
         input_rate: feed the encoder at this rate instead of its own (compatibility quirks).
-        recompute: ignore the vectors in ``cache`` and replace them (they are dropped first).
+        recompute: ignore the vectors of ``items`` in ``store`` and replace them (they are
+            dropped first).
         resampler: ``sinc`` (the benchmark's, default) or ``soxr`` (:func:`rmis.audio.resample`).
+        dist: a :class:`rmis.distributed.Dist` (``torchrun``): every rank calls this with the
+            same items; rank 0 plans, every rank embeds its share into ``store`` (required), and
+            rank 0 returns the embeddings of all (the others return none).
 
     An encoder output with NaN or Inf is an error naming the file and the window (with
     ``skip_bad_files``: the file is skipped with that reason); such vectors are never cached.
     """
     if resampler not in RESAMPLERS:
         raise RMISError(f"unknown resampler {resampler!r}; choose one of {', '.join(RESAMPLERS)}")
-    device = encoder.device
-    check_precision(precision, device)
+    if dist is not None and store is None:
+        raise ValueError("a distributed extraction needs a store to meet in")
+    check_precision(precision, encoder.device)
     started = time.perf_counter()
-    if cache is not None and recompute:
-        cache.clear()
-    done = cache.load() if cache is not None else {}
-    done = {k: v for k, v in done.items() if k in {i.id for i in items}}
-    todo = [i for i in items if i.id not in done]
-    reused = len(done)
-    task = progress.add_task("embedding", total=len(items), completed=reused) if progress else None
-    fresh: dict[str, np.ndarray] = {}
-    skipped: dict[str, str] = {}
-    n_windows = 0
-    if todo:
-        workers = num_workers if num_workers is not None else min(4, max(0, os.cpu_count() - 1))
-        loader = DataLoader(
-            _WindowDataset(
-                todo,
-                window_seconds,
-                input_rate or encoder.sample_rate,
-                expected_rate,
-                skip_bad_files,
-                resampler,
-            ),
-            batch_size=None,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=_identity,
-            prefetch_factor=2 if workers else None,
-            persistent_workers=False,
-        )
-        autocast = (
-            torch.autocast(device.type, dtype=PRECISIONS[precision])
-            if PRECISIONS[precision] is not None
-            else nullcontext()
-        )
-        batcher = _Batcher(encoder, device, batch_size, autocast)
-        last_save = time.perf_counter()
+    main = dist is None or dist.is_main
+    keys = store.keys(items) if store is not None else [i.id for i in items]
+    done: dict[str, np.ndarray] = {}
+    if main and store is not None:
+        if recompute:
+            store.discard(keys)
+        done = store.lookup(keys)
+    todo, seen = [], set(done)
+    for j, k in enumerate(keys):  # one item per missing file (a file may be listed twice)
+        if k not in seen:
+            seen.add(k)
+            todo.append(j)
+    reused = sum(k in done for k in keys)
+    mine = todo
+    if dist is not None:
+        plan = None
+        if main:
+            parts = shares([duration(items[j].path) for j in todo], dist.world)
+            plan = [[todo[i] for i in share] for share in parts]
+        plan = dist.broadcast(plan)
+        mine = plan[dist.rank]
+    counter = dist.counter() if dist is not None else None
+    task = None
+    if progress is not None and main:
+        task = progress.add_task("embedding", total=len(items), completed=reused)
+    poller = None
+    if counter is not None and task is not None and counter.store is not None:
+        from rmis.distributed import Poller
 
-        def collect(finished: list[tuple[str, np.ndarray]]) -> None:
-            for fid, vec in finished:
-                fresh[fid] = vec
-                if task is not None:
-                    progress.advance(task)
-            for fid, reason in batcher.take_bad():  # non-finite output: never cached
-                if not skip_bad_files:
-                    raise RMISError(reason + "; or skip the file (rmis eval --skip-bad-files)")
-                skipped[fid] = reason
-                if task is not None:
-                    progress.advance(task)
+        poller = Poller(counter, lambda n: progress.update(task, completed=reused + n))
+        task_local = None
+    else:
+        task_local = task
 
-        try:
-            for i, windows, rate, error in loader:
-                item = todo[i]
-                if error is not None:
-                    if not skip_bad_files:
-                        raise RMISError(error)
-                    skipped[item.id] = error
-                    if task is not None:
-                        progress.advance(task)
-                    continue
-                n_windows += len(windows)
-                collect(batcher.add(item.id, windows, rate))
-                if cache is not None and time.perf_counter() - last_save > checkpoint_seconds:
-                    cache.add({k: fresh[k] for k in fresh if k not in done})
-                    done.update(fresh)
-                    last_save = time.perf_counter()
-            collect(batcher.flush())
-        finally:  # whatever happens, keep what was computed
-            if cache is not None:
-                cache.add({k: v for k, v in fresh.items() if k not in done})
+    def advance(n: int = 1) -> None:
+        if task_local is not None:
+            progress.advance(task_local, n)
+        if counter is not None:
+            counter.add(n)
+
+    error = None
+    try:
+        fresh, skipped, n_windows = _embed(
+            [FileItem(keys[j], items[j].path) for j in mine],
+            {keys[j]: items[j].id for j in mine},
+            encoder,
+            window_seconds=window_seconds,
+            expected_rate=expected_rate,
+            store=store,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            precision=precision,
+            skip_bad_files=skip_bad_files,
+            advance=advance,
+            checkpoint_seconds=save_seconds() if checkpoint_seconds is None else checkpoint_seconds,
+            input_rate=input_rate,
+            resampler=resampler,
+        )
+    except RMISError as exc:
+        if dist is None:
+            raise
+        error, fresh, skipped, n_windows = str(exc), {}, {}, 0
+    computed, windows, own = len(fresh), n_windows, list(store.written) if store else []
+    if dist is not None:
+        outcome = dist.gather((error, skipped, computed, n_windows, own))
+        if poller is not None:
+            poller.stop()
+        dist.agree(error)
+        if not main:
+            return ExtractResult({}, {}, computed, 0, time.perf_counter() - started, windows)
+        skipped = {k: v for o in outcome for k, v in o[1].items()}
+        computed = sum(o[2] for o in outcome)
+        windows = sum(o[3] for o in outcome)
+        own = [name for o in outcome for name in o[4]]
+    if dist is not None:  # every rank's vectors, from their parts
+        fresh = store.lookup([k for k in keys if k not in done])
+    if store is not None:
+        store.consolidate(keys, own)
     done.update(fresh)
-    if cache is not None and not skipped:
-        cache.finalize(done)
+    by_id = {items[j].id: done[k] for j, k in enumerate(keys) if k in done}
     return ExtractResult(
-        embeddings={i.id: done[i.id] for i in items if i.id in done},
-        skipped=skipped,
-        computed=len(fresh),
+        embeddings=by_id,
+        skipped={items[j].id: skipped[k] for j, k in enumerate(keys) if k in skipped},
+        computed=computed,
         reused=reused,
         seconds=time.perf_counter() - started,
-        windows=n_windows,
+        windows=windows,
     )
+
+
+def _embed(
+    todo: list[FileItem],
+    names: dict[str, str],
+    encoder: Encoder,
+    *,
+    window_seconds: float,
+    expected_rate: int | None,
+    store: EmbeddingStore | None,
+    batch_size: int,
+    num_workers: int | None,
+    precision: str,
+    skip_bad_files: bool,
+    advance: Any,
+    checkpoint_seconds: float,
+    input_rate: int | None,
+    resampler: str,
+) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+    """Embed ``todo`` (ids: store keys; ``names``: key -> the file id messages use), saving
+    finished vectors to ``store`` every ``checkpoint_seconds`` and on the way out, whatever
+    happens. Returns (vectors by key, reasons of skipped files by key, windows)."""
+    fresh: dict[str, np.ndarray] = {}
+    skipped: dict[str, str] = {}
+    if not todo:
+        return fresh, skipped, 0
+    saved: set[str] = set()
+    n_windows = 0
+    workers = num_workers if num_workers is not None else min(4, max(0, os.cpu_count() - 1))
+    loader = DataLoader(
+        _WindowDataset(
+            todo,
+            window_seconds,
+            input_rate or encoder.sample_rate,
+            expected_rate,
+            skip_bad_files,
+            resampler,
+        ),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
+    )
+    autocast = (
+        torch.autocast(encoder.device.type, dtype=PRECISIONS[precision])
+        if PRECISIONS[precision] is not None
+        else nullcontext()
+    )
+    batcher = _Batcher(encoder, encoder.device, batch_size, autocast, names)
+    last_save = time.perf_counter()
+
+    def save() -> None:
+        if store is not None:
+            store.add({k: v for k, v in fresh.items() if k not in saved})
+        saved.update(fresh)
+
+    def collect(finished: list[tuple[str, np.ndarray]]) -> None:
+        for key, vec in finished:
+            fresh[key] = vec
+            advance()
+        for key, reason in batcher.take_bad():  # non-finite output: never cached
+            if not skip_bad_files:
+                raise RMISError(reason + "; or skip the file (rmis eval --skip-bad-files)")
+            skipped[key] = reason
+            advance()
+
+    try:
+        for i, windows, rate, error in loader:
+            item = todo[i]
+            if error is not None:
+                if not skip_bad_files:
+                    collect(batcher.flush())  # the files before it are kept
+                    raise RMISError(error)
+                skipped[item.id] = error
+                advance()
+                continue
+            n_windows += len(windows)
+            collect(batcher.add(item.id, windows, rate))
+            if time.perf_counter() - last_save >= checkpoint_seconds:
+                save()
+                last_save = time.perf_counter()
+        collect(batcher.flush())
+    finally:  # whatever happens, keep what was computed
+        save()
+    return fresh, skipped, n_windows
 
 
 class _Batcher:
     """Packs windows of consecutive files into batches; yields finished files' mean vectors."""
 
-    def __init__(self, encoder: Encoder, device: torch.device, batch_size: int, autocast) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        device: torch.device,
+        batch_size: int,
+        autocast: Any,
+        names: dict[str, str] | None = None,
+    ) -> None:
         self.encoder = encoder
+        self.names = names or {}  # id -> what messages call the file
         self.device = device
         self.batch_size = max(1, batch_size)
         self.autocast = autocast
@@ -473,7 +540,7 @@ class _Batcher:
             with torch.inference_mode(), self.autocast:
                 vecs = self.encoder.embed(batch, self.rate)
         except RMISError as exc:
-            files = sorted(set(owners))
+            files = sorted({self.names.get(o, o) for o in owners})
             raise RMISError(
                 f"{exc} (while embedding windows of {files[:3]}"
                 + (f" and {len(files) - 3} more files" if len(files) > 3 else "")
@@ -499,10 +566,11 @@ class _Batcher:
                 continue
             if not finite[start:stop].all():
                 window = entry[1] + int(np.argmin(finite[start:stop]))
+                name = self.names.get(fid, fid)
                 self._reject(
                     fid,
                     f"model {self.name!r} returned NaN or Inf for window {window} (counting "
-                    f"from 0) of file {fid!r}; nothing of this file was cached; fix the encoder "
+                    f"from 0) of file {name!r}; nothing of this file was cached; fix the encoder "
                     f"(`rmis check-model {self.name}`)",
                 )
                 start = stop
@@ -518,7 +586,8 @@ class _Batcher:
                 else:
                     self._reject(
                         fid,
-                        f"model {self.name!r}: the mean embedding of file {fid!r} overflows "
+                        f"model {self.name!r}: the mean embedding of file "
+                        f"{self.names.get(fid, fid)!r} overflows "
                         "float32; nothing of this file was cached; fix the encoder's scale",
                     )
             start = stop

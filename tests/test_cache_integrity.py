@@ -20,7 +20,8 @@ import rmis.encoders as encoders
 from rmis.cli import app
 from rmis.encoders import Encoder, EncoderInfo, adapter_source_sha256, load_encoder
 from rmis.errors import RMISError
-from rmis.extract import EmbeddingCache, FileItem, cache_key, encoder_fingerprint, extract
+from rmis.extract import FileItem, encoder_fingerprint, extract
+from rmis.store import EmbeddingStore, store_key
 
 runner = CliRunner()
 RATE = 1000
@@ -98,12 +99,22 @@ def result_of(results_dir: Path) -> dict:
     return json.loads(found[0].read_text())
 
 
-def cached_vectors(cache_dir: Path) -> dict[str, np.ndarray]:
-    """Every embedding stored under ``cache_dir`` (all keys), via the cache's own reader."""
+def data_items(data: Path) -> list[FileItem]:
+    return [FileItem(p.name, str(p)) for p in sorted(data.glob("*.wav"))]
+
+
+def cached_vectors(cache_dir: Path, data: Path) -> dict[str, np.ndarray]:
+    """Every embedding of a file of ``data`` stored under ``cache_dir`` (all stores), by file
+    name, via the store's own reader."""
     out: dict[str, np.ndarray] = {}
     for key_file in cache_dir.glob("embeddings/*/*/key.json"):
-        out.update(EmbeddingCache(key_file.parent, {}).load())
+        out.update(EmbeddingStore(key_file.parent).vectors(data_items(data)))
     return out
+
+
+def make_store(tmp: Path, enc, window: float) -> EmbeddingStore:
+    key, parts = store_key(encoder_fingerprint(enc, {}), window, "fp32")
+    return EmbeddingStore(tmp / "cache" / key, parts)
 
 
 def eval_args(manifest: Path, results: Path, cache: Path, model: str, *extra: str) -> list:
@@ -284,11 +295,13 @@ def test_recompute_replaces_poisoned_cache(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     truth = result_of(tmp_path / "r1")
     assert truth["score"] == 100.0
-    right = cached_vectors(cache)
+    right = cached_vectors(cache, tmp_path / "data")
     assert sorted(right) == sorted(f"{'ab'[i % 2]}{i}.wav" for i in range(N))
     # poison the same key: every file gets a0's vector -> one prediction for all test files
-    (npz,) = cache.glob("embeddings/*/*/embeddings.npz")
-    np.savez(npz, **{fid: right["a0.wav"] for fid in right})
+    (npz,) = cache.glob("embeddings/*/*/seg.*.npz")
+    with np.load(npz) as z:
+        ids = z["ids"]
+    np.savez(npz, ids=ids, emb=np.tile(right["a0.wav"], (len(ids), 1)))
 
     r = invoke(*eval_args(manifest, tmp_path / "r2", cache, "test-absmax"))
     assert r.exit_code == 0, r.output
@@ -302,7 +315,7 @@ def test_recompute_replaces_poisoned_cache(tmp_path: Path) -> None:
     prov = redone["provenance"]
     assert (prov["files_embedded"], prov["files_reused_from_cache"]) == (N, 0)
     assert redone["score"] == 100.0
-    after = cached_vectors(cache)
+    after = cached_vectors(cache, tmp_path / "data")
     assert sorted(after) == sorted(right)
     for fid, vec in right.items():
         np.testing.assert_array_equal(after[fid], vec)
@@ -310,11 +323,12 @@ def test_recompute_replaces_poisoned_cache(tmp_path: Path) -> None:
 
 def test_interrupted_recompute_keeps_no_old_vector(tmp_path: Path) -> None:
     dataset(tmp_path / "data")
-    items = [FileItem(p.name, str(p)) for p in sorted((tmp_path / "data").glob("*.wav"))]
+    items = data_items(tmp_path / "data")
     enc = load_encoder("test-absmax")
-    key, parts = cache_key(encoder_fingerprint(enc, {}), items, 1.0, "fp32")
-    cache = EmbeddingCache(tmp_path / "cache" / key, parts)
-    cache.finalize({i.id: np.array([9.0, 9.0], np.float32) for i in items})
+    cache = make_store(tmp_path, enc, 1.0)
+    cache.add(dict.fromkeys(cache.keys(items), np.array([9.0, 9.0], np.float32)))
+    cache.consolidate(cache.keys(items))
+    assert len(cache.vectors(items)) == N
 
     class Stop(AbsMax):
         calls = 0
@@ -333,11 +347,11 @@ def test_interrupted_recompute_keeps_no_old_vector(tmp_path: Path) -> None:
             window_seconds=1.0,
             batch_size=1,
             num_workers=0,
-            cache=cache,
+            store=cache,
             checkpoint_seconds=0.0,
             recompute=True,
         )
-    kept = cache.load()
+    kept = EmbeddingStore(cache.dir).vectors(items)
     assert len(kept) == 3 and all(kept[k][1] == 1.0 for k in kept)  # fresh vectors only
 
 
@@ -354,16 +368,15 @@ def test_nan_output_names_file_and_window_and_is_never_cached(
     tmp_path: Path, loud_files: list[FileItem]
 ) -> None:
     enc = load_encoder("test-nan-loud")
-    key, parts = cache_key(encoder_fingerprint(enc, {}), loud_files, 0.5, "fp32")
-    cache = EmbeddingCache(tmp_path / "cache" / key, parts)
+    cache = make_store(tmp_path, enc, 0.5)
     # 0.5-s windows: the sample of 50 at 0.7 s is in window 1 of a2.wav
     with pytest.raises(RMISError) as err:
-        extract(loud_files, enc, window_seconds=0.5, batch_size=3, num_workers=0, cache=cache)
+        extract(loud_files, enc, window_seconds=0.5, batch_size=3, num_workers=0, store=cache)
     msg = str(err.value)
     assert "'a2.wav'" in msg and "window 1 " in msg and "'test-nan-loud'" in msg
     assert "NaN or Inf" in msg and "\n" not in msg
-    assert "a2.wav" not in cache.load()
-    assert all(np.isfinite(v).all() for v in cache.load().values())
+    assert "a2.wav" not in cache.vectors(loud_files)
+    assert all(np.isfinite(v).all() for v in cache.vectors(loud_files).values())
 
     skipped = extract(
         loud_files,
@@ -371,16 +384,16 @@ def test_nan_output_names_file_and_window_and_is_never_cached(
         window_seconds=0.5,
         batch_size=3,
         num_workers=0,
-        cache=cache,
+        store=cache,
         skip_bad_files=True,
     )
     assert list(skipped.skipped) == ["a2.wav"] and "window 1 " in skipped.skipped["a2.wav"]
     assert sorted(skipped.embeddings) == sorted(i.id for i in loud_files if i.id != "a2.wav")
-    assert "a2.wav" not in cache.load()
+    assert "a2.wav" not in cache.vectors(loud_files)
 
     fixed = load_encoder("test-nan-loud")
     fixed.broken = False  # the same key: only the missing file is computed
-    res = extract(loud_files, fixed, window_seconds=0.5, batch_size=3, num_workers=0, cache=cache)
+    res = extract(loud_files, fixed, window_seconds=0.5, batch_size=3, num_workers=0, store=cache)
     assert (res.computed, res.reused, res.skipped) == (1, N - 1, {})
     x, _ = sf.read(next(i.path for i in loud_files if i.id == "a2.wav"))
     windows = [x[:500] - x[:500].mean(), x[500:] - x[500:].mean()]
@@ -396,7 +409,7 @@ def test_nan_output_cli_error_skip_and_rerun_after_fix(tmp_path: Path, monkeypat
     lines = [line for line in r.output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and "'a2.wav'" in errors[0] and "window 0 " in errors[0]
-    assert "a2.wav" not in cached_vectors(cache)
+    assert "a2.wav" not in cached_vectors(cache, tmp_path / "data")
 
     r = invoke(*eval_args(manifest, tmp_path / "r2", cache, "test-nan-loud", "--skip-bad-files"))
     assert r.exit_code == 0, r.output
@@ -404,7 +417,7 @@ def test_nan_output_cli_error_skip_and_rerun_after_fix(tmp_path: Path, monkeypat
     assert list(res["skipped_files"]) == ["a2.wav"]
     assert "NaN or Inf" in res["skipped_files"]["a2.wav"]
     assert res["n_files"] == N - 1
-    assert "a2.wav" not in cached_vectors(cache)
+    assert "a2.wav" not in cached_vectors(cache, tmp_path / "data")
 
     monkeypatch.setattr(NaNOnLoud, "broken", False)  # the encoder is fixed
     r = invoke(*eval_args(manifest, tmp_path / "r3", cache, "test-nan-loud"))
@@ -422,22 +435,45 @@ def test_nan_output_in_embed_is_one_line(tmp_path: Path) -> None:
     assert "NaN or Inf" in r.output and not (tmp_path / "e.npz").exists()
 
 
-def test_old_cache_with_nan_vectors_is_repaired(
+def test_non_finite_stored_rows_are_recomputed(
     tmp_path: Path, loud_files: list[FileItem], caplog
 ) -> None:
     enc = load_encoder("test-absmax")
-    key, parts = cache_key(encoder_fingerprint(enc, {}), loud_files, 1.0, "fp32")
-    cache = EmbeddingCache(tmp_path / "cache" / key, parts)
+    cache = make_store(tmp_path, enc, 1.0)
     reference = extract(loud_files, enc, window_seconds=1.0, num_workers=0).embeddings
-    old = dict(reference)
-    old["b3.wav"] = np.array([np.nan, 1.0], np.float32)  # as written by an older rmis
-    old["b5.wav"] = np.array([np.inf, 1.0], np.float32)
-    cache.finalize(old)
-    with caplog.at_level(logging.WARNING, logger="rmis.extract"):
-        res = extract(loud_files, enc, window_seconds=1.0, num_workers=0, cache=cache)
+    damaged = dict(reference)
+    damaged["b3.wav"] = np.array([np.nan, 1.0], np.float32)  # a damaged or foreign file
+    damaged["b5.wav"] = np.array([np.inf, 1.0], np.float32)
+    cache.add({k: damaged[i.id] for i, k in zip(loud_files, cache.keys(loud_files), strict=True)})
+    with caplog.at_level(logging.WARNING, logger="rmis.store"):
+        res = extract(loud_files, enc, window_seconds=1.0, num_workers=0, store=cache)
     assert (res.computed, res.reused) == (2, N - 2)
-    assert "'b3.wav'" in caplog.text and "'b5.wav'" in caplog.text
+    assert "2 non-finite" in caplog.text
     for fid, vec in reference.items():
         np.testing.assert_array_equal(res.embeddings[fid], vec)
-    stored = cache.load()
+    stored = EmbeddingStore(cache.dir).vectors(loud_files)
     assert np.isfinite(np.stack(list(stored.values()))).all() and len(stored) == N
+
+
+def test_cache_of_older_rmis_moves_into_the_store(tmp_path: Path) -> None:
+    from rmis.evaluate import manifest_dataset
+    from rmis.extract import legacy_cache_key
+
+    manifest = dataset(tmp_path / "data")
+    ds = manifest_dataset(manifest, 0.5, "legacy")
+    items = ds.items()
+    enc = load_encoder("test-absmax")
+    truth = extract(items, enc, window_seconds=ds.spec.window_seconds, num_workers=0).embeddings
+    key = legacy_cache_key(encoder_fingerprint(enc, {}), items, ds.spec.window_seconds, "fp32")
+    old = tmp_path / "cache" / "embeddings" / "test-absmax" / f"legacy-{key}"
+    old.mkdir(parents=True)
+    np.savez(old / "embeddings.npz", **{fid.replace("/", "%2F"): v for fid, v in truth.items()})
+    r = invoke(
+        *eval_args(manifest, tmp_path / "r", tmp_path / "cache", "test-absmax", "--name", "legacy")
+    )
+    assert r.exit_code == 0, r.output
+    prov = result_of(tmp_path / "r")["provenance"]
+    assert (prov["files_embedded"], prov["files_reused_from_cache"]) == (0, N)
+    assert not old.exists()
+    stored = cached_vectors(tmp_path / "cache", tmp_path / "data")
+    assert all(np.array_equal(stored[fid], v) for fid, v in truth.items()) and len(stored) == N

@@ -324,11 +324,19 @@ def test_split_curve_hint_repeats_suite_and_options(tmp_path: Path) -> None:
         "provenance": {"embedding_cache_key": "0123"},
         "_config": {"options": {"band_hz": 500}, "compat": "none", "precision": "fp32"},
     }
-    with pytest.raises(RMISError) as info:
-        cached_embeddings(result, tmp_path)
-    assert "`rmis eval logspec --suite synth --datasets synth_fd16k -o band_hz=500`" in str(
-        info.value
-    )
+    with pytest.raises(RMISError) as info:  # a result of older rmis: per-dataset folder
+        cached_embeddings(result, tmp_path, None)
+    hint = "`rmis eval logspec --suite synth --datasets synth_fd16k -o band_hz=500`"
+    assert hint in str(info.value)
+
+    class NoFiles:
+        def items(self) -> list:
+            return []
+
+    result["provenance"] = {"embedding_store": "embeddings/logspec/abc", "file_identity": "stat"}
+    with pytest.raises(RMISError) as info:  # the per-file store holds none of them
+        cached_embeddings(result, tmp_path, NoFiles())
+    assert hint in str(info.value) and "embeddings/logspec/abc" in str(info.value)
 
 
 # --- section 6: output and help people read --------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,10 @@ from typer.testing import CliRunner
 
 from rmis.cli import app
 from rmis.errors import RMISError
-from rmis.extract import EmbeddingCache
-from rmis.io import EmbeddingMatrix, read_embeddings, write_embedding_matrix
+from rmis.extract import read_legacy_cache
+from rmis.io import EmbeddingMatrix, read_embeddings, read_npz_member, write_embedding_matrix
 from rmis.protocol.splits import group_table, sealed_split
+from rmis.store import EmbeddingStore
 
 runner = CliRunner()
 CLASSES = ["a", "b", "c"]
@@ -90,49 +92,52 @@ def test_matrix_layout_round_trip_and_both_layouts_score_identically(tmp_path: P
     assert 40 < a["score"] < 100  # a real test: neither chance nor trivial
 
 
-def test_old_cache_is_read_and_new_parts_are_matrices(tmp_path: Path) -> None:
+def test_old_cache_is_read_and_the_store_writes_matrices(tmp_path: Path) -> None:
     _, files, _, _, x = dataset(tmp_path)
-    cache = EmbeddingCache(tmp_path / "cache", {"k": 1})
-    cache.dir.mkdir()
-    # as older rmis wrote it: one member per id, "/" and "%" escaped in member names
+    old = tmp_path / "old"
+    old.mkdir()
+    # as older rmis wrote it: one member per id, "/" and "%" escaped in member names ...
     np.savez(
-        cache.dir / "embeddings.npz",
+        old / "embeddings.npz",
         **{f.replace("%", "%25").replace("/", "%2F"): x[i] for i, f in enumerate(files[:20])},
     )
-    np.savez(cache.dir / "part-00000-1.npz", **{"m07%2Fr%250.wav": x[21]})
-    cache.add({f: x[i] for i, f in enumerate(files) if i >= 22})
-    (new_part,) = [p for p in cache.dir.glob("part-*.npz") if p.name != "part-00000-1.npz"]
-    with np.load(new_part, allow_pickle=False) as npz:
-        assert sorted(npz.files) == ["emb", "ids"]
-    got = cache.load()
+    np.savez(old / "part-00000-1.npz", **{"m07%2Fr%250.wav": x[21]})
+    # ... or one matrix plus ids
+    write_embedding_matrix(old / "part-00001-1.npz", files[22:], x[22:])
+    got = read_legacy_cache(old)
     assert sorted(got) == sorted(files[:20] + [files[21]] + files[22:])
     for i, f in enumerate(files):
         if i != 20:
             np.testing.assert_array_equal(got[f], x[i])
 
-    cache.finalize(got)  # the consolidated store is one matrix, read back bit for bit
-    assert [p.name for p in cache.dir.glob("*.npz")] == ["embeddings.npz"]
-    emb = read_embeddings(cache.dir / "embeddings.npz")  # `rmis score` reads it as is
+    store = EmbeddingStore(tmp_path / "store", {"k": 1})
+    store.add(got)
+    (part,) = store.dir.glob("part.*.npz")
+    with np.load(part, allow_pickle=False) as npz:
+        assert sorted(npz.files) == ["emb", "ids"]
+    store.consolidate(got)  # the consolidated store is one matrix, read back bit for bit
+    assert [p.name[:4] for p in store.dir.glob("*.npz")] == ["seg."]
+    (seg,) = store.dir.glob("seg.*.npz")
+    emb = read_embeddings(seg)  # `rmis score` reads it as is
     assert isinstance(emb, EmbeddingMatrix)
     assert all(np.array_equal(emb[f], got[f]) for f in got)
 
 
-def test_cache_with_mixed_dimensions_keeps_the_old_layout(tmp_path: Path) -> None:
-    cache = EmbeddingCache(tmp_path / "c", {})
+def test_store_with_mixed_dimensions_writes_one_matrix_each(tmp_path: Path) -> None:
+    store = EmbeddingStore(tmp_path / "c", {})
     vecs = {"a.wav": np.ones(4, np.float32), "b.wav": np.arange(1, 7, dtype=np.float32)}
-    cache.finalize(vecs)
-    with np.load(cache.dir / "embeddings.npz") as npz:
-        assert sorted(npz.files) == ["a.wav", "b.wav"]
-    got = cache.load()
+    store.add(vecs)
+    assert len(list(store.dir.glob("part.*.npz"))) == 2
+    got = EmbeddingStore(store.dir).lookup(vecs)
     assert all(np.array_equal(got[k], v) for k, v in vecs.items())
 
 
-def test_cache_drops_non_finite_rows_of_a_matrix(tmp_path: Path, caplog) -> None:
-    cache = EmbeddingCache(tmp_path / "c", {})
+def test_store_drops_non_finite_rows_of_a_matrix(tmp_path: Path, caplog) -> None:
+    store = EmbeddingStore(tmp_path / "c", {})
     x = np.ones((3, 2), np.float32)
     x[1, 0] = np.nan
-    write_embedding_matrix(cache.dir / "embeddings.npz", ["a", "b", "c"], x)
-    assert sorted(cache.load()) == ["a", "c"] and "'b'" in caplog.text
+    write_embedding_matrix(store.dir / "seg.1.a.npz", ["a", "b", "c"], x)
+    assert sorted(store.lookup(["a", "b", "c"])) == ["a", "c"] and "1 non-finite" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -173,3 +178,24 @@ def test_score_imports_only_what_it_needs(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     # the FD k-NN needs torch, numpy and pandas; device checks need rmis.encoders (light)
     assert out.stdout.strip().splitlines()[-1] == "['rmis.encoders']"
+
+
+def test_npz_member_read_in_place_equals_np_load(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 7)).astype(np.float32)
+    f = np.asfortranarray(rng.normal(size=(5, 3)))
+    np.savez(tmp_path / "a.npz", emb=x, ids=np.array([f"k{i}" for i in range(300)]), f=f)
+    np.savez_compressed(tmp_path / "c.npz", emb=x)  # deflated: read through np.load
+    for path, name, ref in [
+        (tmp_path / "a.npz", "emb", x),
+        (tmp_path / "a.npz", "f", f),
+        (tmp_path / "c.npz", "emb", x),
+    ]:
+        got = read_npz_member(path, name)
+        assert got.dtype == ref.dtype and np.array_equal(got, ref)
+    with pytest.raises(KeyError):
+        read_npz_member(tmp_path / "a.npz", "nope")
+    data = (tmp_path / "a.npz").read_bytes()  # a truncated file is an error, never short data
+    (tmp_path / "t.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises((ValueError, OSError, zipfile.BadZipFile)):
+        read_npz_member(tmp_path / "t.npz", "emb")

@@ -14,7 +14,8 @@ import torch
 import rmis.encoders as encoders
 from rmis.encoders import Encoder, EncoderInfo, load_encoder, parse_options, register_encoder
 from rmis.errors import RMISError
-from rmis.extract import EmbeddingCache, FileItem, cache_key, encoder_fingerprint, extract
+from rmis.extract import FileItem, encoder_fingerprint, extract
+from rmis.store import EmbeddingStore, store_key
 
 
 class Stats(Encoder):
@@ -111,20 +112,16 @@ def test_batch_size_and_workers_do_not_change_embeddings(files: list[FileItem]) 
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
-def _cache(tmp: Path, enc: Encoder, items, options) -> EmbeddingCache:
-    key, parts = cache_key(encoder_fingerprint(enc, options), items, 1.0, "fp32")
-    return EmbeddingCache(tmp / "cache" / key, parts)
+def _cache(tmp: Path, enc: Encoder, options) -> EmbeddingStore:
+    key, parts = store_key(encoder_fingerprint(enc, options), 1.0, "fp32")
+    return EmbeddingStore(tmp / "cache" / key, parts)
 
 
 def test_cache_reuse_staleness_and_resume(tmp_path: Path, files: list[FileItem]) -> None:
     enc = load_encoder("test-stats")
-    first = extract(
-        files, enc, window_seconds=1.0, num_workers=0, cache=_cache(tmp_path, enc, files, {})
-    )
+    first = extract(files, enc, window_seconds=1.0, num_workers=0, store=_cache(tmp_path, enc, {}))
     assert (first.computed, first.reused) == (6, 0)
-    again = extract(
-        files, enc, window_seconds=1.0, num_workers=0, cache=_cache(tmp_path, enc, files, {})
-    )
+    again = extract(files, enc, window_seconds=1.0, num_workers=0, store=_cache(tmp_path, enc, {}))
     assert (again.computed, again.reused) == (0, 6)
     for k in first.embeddings:
         np.testing.assert_array_equal(first.embeddings[k], again.embeddings[k])
@@ -135,21 +132,20 @@ def test_cache_reuse_staleness_and_resume(tmp_path: Path, files: list[FileItem])
         enc2,
         window_seconds=1.0,
         num_workers=0,
-        cache=_cache(tmp_path, enc2, files, {"scale": 2.0}),
+        store=_cache(tmp_path, enc2, {"scale": 2.0}),
     )
     assert other.computed == 6
-    # a rewritten file changes the key
+    # a rewritten file (another modification time) is a new file: only it is embedded again
     os.utime(files[0].path, ns=(1, 1))
-    assert _cache(tmp_path, enc, files, {}).dir != _cache(tmp_path, enc, files[:0], {}).dir
     changed = extract(
-        files, enc, window_seconds=1.0, num_workers=0, cache=_cache(tmp_path, enc, files, {})
+        files, enc, window_seconds=1.0, num_workers=0, store=_cache(tmp_path, enc, {})
     )
-    assert changed.computed == 6
+    assert (changed.computed, changed.reused) == (1, 5)
 
 
 def test_interrupted_run_resumes(tmp_path: Path, files: list[FileItem]) -> None:
     enc = load_encoder("test-stats", fail_after=7)
-    cache = _cache(tmp_path, enc, files, {})
+    cache = _cache(tmp_path, enc, {})
     with pytest.raises(KeyboardInterrupt):
         extract(
             files,
@@ -157,19 +153,20 @@ def test_interrupted_run_resumes(tmp_path: Path, files: list[FileItem]) -> None:
             window_seconds=1.0,
             batch_size=1,
             num_workers=0,
-            cache=cache,
+            store=cache,
             checkpoint_seconds=0.0,
         )
-    kept = cache.load()
-    assert 0 < len(kept) < 6 and not (cache.dir / "embeddings.npz").exists()
+    kept = EmbeddingStore(cache.dir).vectors(files)
+    assert 0 < len(kept) < 6 and not list(cache.dir.glob("seg.*"))
     resumed = extract(
-        files, load_encoder("test-stats"), window_seconds=1.0, num_workers=0, cache=cache
+        files, load_encoder("test-stats"), window_seconds=1.0, num_workers=0, store=cache
     )
     assert resumed.reused == len(kept) and resumed.computed == 6 - len(kept)
     fresh = extract(files, load_encoder("test-stats"), window_seconds=1.0, num_workers=0)
     for k in fresh.embeddings:
         np.testing.assert_allclose(resumed.embeddings[k], fresh.embeddings[k], rtol=1e-6)
-    assert (cache.dir / "embeddings.npz").exists() and not list(cache.dir.glob("part-*"))
+    # the interrupted run's parts and the resumed run's are merged into one segment
+    assert len(list(cache.dir.glob("seg.*.npz"))) == 1 and not list(cache.dir.glob("part.*"))
 
 
 def test_bad_files_fail_or_are_skipped(tmp_path: Path, files: list[FileItem]) -> None:

@@ -151,11 +151,11 @@ def test_resampler_option_reaches_the_cache_key_config_and_embed(tmp_path, monke
     import rmis.encoders as encoders
     from rmis.cli import app
     from rmis.evaluate import config_differences, config_id
-    from rmis.extract import cache_key
+    from rmis.store import store_key
 
     fp = {"model": "m"}
-    k_sinc, parts = cache_key(fp, [], 10.0, "fp32", None)
-    k_soxr, _ = cache_key(fp, [], 10.0, "fp32", None, resampler="soxr")
+    k_sinc, parts = store_key(fp, 10.0, "fp32", None)
+    k_soxr, _ = store_key(fp, 10.0, "fp32", None, resampler="soxr")
     assert parts["resampler"] == "sinc" and parts["preprocessing_version"] == "2"
     assert k_sinc != k_soxr
     cfg = {"model": "m", "compat": "none", "precision": "fp32", "runs": 10}
