@@ -371,3 +371,33 @@ def test_killed_rank_then_rerun_computes_only_the_missing_files(
     _same_results(res, _results(single / "res"))
     one, two = _stored(single / "cache"), _stored(synth_cache)
     assert one.keys() == two.keys() and all(np.array_equal(one[k], two[k]) for k in one)
+
+
+def test_job_counter_and_poller_report_every_rank(tmp_path: Path) -> None:
+    import torch.distributed as td
+
+    from rmis.distributed import Dist, Poller
+
+    td.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+    )
+    try:
+        job = Dist(0, 1, 0)
+        a, b = job.counter(), job.counter()
+        assert a.key != b.key and a.store is not None
+        seen: list[int] = []
+        poller = Poller(a, seen.append, interval=0.01)
+        a.add(3)
+        a.add(0)
+        a.add(2)
+        time.sleep(0.1)
+        poller.stop()
+        assert seen[-1] == 5 and b.value() == 0  # a fresh counter per extraction
+        assert job.broadcast({"x": 1}) == {"x": 1} and job.gather(7) == [7]
+        job.agree(None)
+        from rmis.distributed import JobError
+
+        with pytest.raises(JobError, match="boom"):
+            job.agree("boom")
+    finally:
+        td.destroy_process_group()
