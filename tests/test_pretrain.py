@@ -174,7 +174,7 @@ def test_teacher_targets_and_loss_by_hand() -> None:
 
 
 # The learning check: one short run (debug preset, 200 steps of batch 4, peak lr 2e-3 after 20
-# warm-up steps, cosine to 0 at step 200; about 40 s on 2 CPU cores) must lower the loss AND lift
+# warm-up steps, cosine to 0 at step 200; about 35 s on 2 CPU cores) must lower the loss AND lift
 # the k-NN probe of the student (CLS embedding, synth_fd25k6, 10 sealed runs) by PROBE_GAIN
 # points over its initialisation. Measured (macro accuracy, %, step 0 -> 200) per seed:
 #   seed 0: 45.66 -> 64.90 (+19.2)   1: 42.16 -> 52.31 (+10.2)   2: 43.77 -> 60.55 (+16.8)
