@@ -139,6 +139,24 @@ def _user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _torchrun_job(fn: F) -> F:
+    """Run a command inside the ``torchrun`` job of the environment, if any
+    (:func:`rmis.distributed.setup`; the command reads it with ``rmis.distributed.current()``), and
+    leave the job when the command ends, however it ends."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from rmis import distributed
+
+        distributed.setup()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            distributed.teardown()
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _table(title: str) -> Table:
     """A table that stays readable at 80 columns or piped: light rules, no outer edge; add
     name columns with ``no_wrap=True`` and long text with ``overflow="fold"`` (wrapped, never
@@ -471,6 +489,7 @@ def _hf_columns(
 
 @app.command("eval")
 @_user_errors
+@_torchrun_job
 def eval_(
     model: Annotated[str, typer.Argument(help="Encoder name (see `rmis list models`).")],
     suite: Annotated[Suite, typer.Option("--suite", help="Built-in suite.")] = "rmis",
@@ -570,50 +589,6 @@ def eval_(
     that holds the file. Under `torchrun --nproc-per-node N -m rmis eval ...` the files are
     shared among N processes (one per GPU with --device cuda); rank 0 scores and reports.
     """
-    args = dict(locals())
-    from rmis import distributed
-
-    dist = distributed.setup()
-    try:
-        _eval(**args, dist=dist)
-    finally:
-        distributed.teardown()
-
-
-def _eval(
-    model: str,
-    suite: str,
-    datasets: str | None,
-    manifest: Path | None,
-    hf_dataset: str | None,
-    hf_config: str | None,
-    hf_split: str | None,
-    audio_column: str,
-    label_column: str,
-    group_column: str | None,
-    split_column: str | None,
-    no_sealing: bool,
-    test_size: float,
-    name: str | None,
-    data_root: Path | None,
-    dcase_gt: Path | None,
-    checkpoint: str | None,
-    option: list[str] | None,
-    device: str,
-    precision: str,
-    batch_size: int,
-    workers: int | None,
-    runs: int,
-    results_dir: Path,
-    cache_dir: Path | None,
-    skip_bad_files: bool,
-    recompute: bool,
-    compat: str,
-    dataset_dir: list[str] | None,
-    resampler: str,
-    hash_files: bool,
-    dist: Any,
-) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -623,7 +598,7 @@ def _eval(
         TimeRemainingColumn,
     )
 
-    from rmis.distributed import rank_device
+    from rmis.distributed import current, rank_device
     from rmis.encoders import load_encoder, parse_options
     from rmis.evaluate import (
         compat_settings,
@@ -638,6 +613,7 @@ def _eval(
     from rmis.extract import check_precision
     from rmis.progress import FilesPerSecond
 
+    dist = current()  # the torchrun job (None: one plain process)
     quiet = dist is not None and not dist.is_main
     if quiet:  # rank 0 prints for the job
         console.quiet = err_console.quiet = True
