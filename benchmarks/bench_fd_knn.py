@@ -14,11 +14,17 @@ on the same sealed splits:
   1 - d^2 / 2). Without faiss-cpu (``pip install "rmis[bench]"``) scikit-learn's exact
   ``NearestNeighbors(metric="cosine")`` is used instead, and the output says so;
 * the plain similarity matmul: all N x N float32 dot products (row blocks, torch, the same BLAS
-  as rmis), the floor for any exact all-pairs index.
+  as rmis), the floor for any exact all-pairs index;
+* with ``--official REPO`` (a clone of github.com/jianganbai/RMIS): the official harness's own
+  scoring code, run as its users run it (``runner/cls/cls_reg_nrun.py``, and with ``--curve``
+  ``runner/cls/multi_split_reg_nrun.py``) on the same data, against the rmis CLI (``rmis score``,
+  and ``rmis score --split-curve``): wall times, speed-ups and every run's macro accuracy
+  compared (the official code writes them to 2 decimals). See ``official_harness.py``.
 
     python benchmarks/bench_fd_knn.py                          # N=20000, D=1152, test size 0.5
     python benchmarks/bench_fd_knn.py --n 63360 --test-size 0.2
     python benchmarks/bench_fd_knn.py --curve --curve-sample 1 # + the 190-run split curve
+    python benchmarks/bench_fd_knn.py --official ~/src/RMIS --curve --baseline-runs 0
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from official_harness import check_repo, run_official, write_layout
 
 from rmis.io import write_embedding_matrix
 from rmis.protocol.fd import CURVE_TEST_SIZES, FDEvaluator, macro_accuracy
@@ -103,12 +110,15 @@ _PHASES = {
 }
 
 
-def run_cli(folder: Path, test_size: float, runs: int) -> tuple[float, dict[str, float], dict]:
-    """``rmis score -v`` in a subprocess: (wall seconds, phase seconds, result)."""
+def run_cli(
+    folder: Path, test_size: float, runs: int, curve: bool = False
+) -> tuple[float, dict[str, float], dict]:
+    """``rmis score -v [--split-curve]`` in a subprocess: (wall s, phase seconds, result)."""
     out = folder / "result.json"
     cmd = [sys.executable, "-m", "rmis", "score", "-v", "--protocol", "fd"]
     cmd += ["--meta", str(folder / "meta.csv"), "--embeddings", str(folder / "emb.npz")]
     cmd += ["--test-size", str(test_size), "--runs", str(runs), "--out", str(out)]
+    cmd += ["--split-curve"] if curve else []
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -120,6 +130,34 @@ def run_cli(folder: Path, test_size: float, runs: int) -> tuple[float, dict[str,
         phases[name] = float(m.group(1)) if m else float("nan")
     phases["start-up, checks (rest)"] = wall - sum(phases.values())
     return wall, phases, json.loads(out.read_text())
+
+
+def official_section(args, folder: Path, wall: float, cli_result: dict) -> None:
+    """The official harness's own code against the rmis CLI on the same files; prints both."""
+    print(f"\nagainst the official harness's own code ({args.official})")
+    off = run_official(args.official, folder, args.test_size, args.runs)
+    ours = [round(r["macro_acc"], 2) for r in cli_result["runs"]]
+    same = sum(a == b for a, b in zip(ours, off.runs[args.test_size], strict=True))
+    print(f"  fixed split, {args.runs} runs at test size {args.test_size}:")
+    print(f"    {'official cls_reg_nrun.py (wall)':34s}{off.wall:10.2f}")
+    print(f"    {'rmis score (CLI wall)':34s}{wall:10.2f}   speed-up {off.wall / wall:.1f}x")
+    print(f"    runs with the same macro accuracy (2 decimals): {same}/{args.runs}")
+    if not args.curve:
+        return
+    wall_c, phases_c, res_c = run_cli(folder, args.test_size, args.runs, curve=True)
+    off_c = run_official(args.official, folder, args.test_size, args.runs, curve=True)
+    ours_c = {
+        (c["test_size"], r): round(a, 2) for c in res_c["curve"] for r, a in enumerate(c["runs"])
+    }
+    print(f"  split curve, {len(off_c.runs)} test sizes x {args.runs} runs:")
+    print(f"    {'official multi_split_reg_nrun.py':34s}{off_c.wall:10.2f}")
+    print(
+        f"    {'rmis score --split-curve (CLI)':34s}{wall_c:10.2f}   speed-up "
+        f"{off_c.wall / wall_c:.1f}x"
+    )
+    print(f"    curve area: official {off_c.auc:.2f}, rmis {res_c['auc']:.2f}")
+    n_same = sum(ours_c[t, r] == v for t, vals in off_c.runs.items() for r, v in enumerate(vals))
+    print(f"    runs with the same macro accuracy (2 decimals): {n_same}/{len(ours_c)}")
 
 
 def main() -> int:
@@ -138,9 +176,18 @@ def main() -> int:
     )
     ap.add_argument("--curve", action="store_true", help="also the 190-run split curve")
     ap.add_argument(
+        "--official",
+        type=Path,
+        default=None,
+        metavar="REPO",
+        help="a clone of github.com/jianganbai/RMIS: also time its own scoring code",
+    )
+    ap.add_argument(
         "--curve-sample", type=int, default=1, help="baseline curve: runs timed per test size"
     )
     args = ap.parse_args()
+    if args.official is not None:
+        check_repo(args.official)
     base_name = "faiss IndexFlatL2" if faiss is not None else "sklearn (no faiss-cpu!)"
 
     x, files, groups, labels, classes = make_data(args.n, args.dim, args.classes, args.group)
@@ -157,7 +204,11 @@ def main() -> int:
         write_embedding_matrix(folder / "emb.npz", files, x)
         size_mb = os.path.getsize(folder / "emb.npz") / 1e6
         wall, phases, cli_result = run_cli(folder, args.test_size, args.runs)
-    rss_cli = peak_rss_gb(resource.RUSAGE_CHILDREN)
+        rss_cli = peak_rss_gb(resource.RUSAGE_CHILDREN)
+        if args.official is not None:
+            index_of = {c: i for i, c in enumerate(classes)}
+            write_layout(folder, x, files, groups, [index_of[lab] for lab in labels])
+            official_section(args, folder, wall, cli_result)
 
     # in-process rmis: the predictions the baseline must match
     t0 = time.perf_counter()
@@ -189,6 +240,8 @@ def main() -> int:
     del ev
 
     def baseline(test_size: float, n_runs: int) -> tuple[float, int]:
+        if n_runs == 0:
+            return float("nan"), 0
         t_base, mismatches = 0.0, 0
         for r in range(n_runs):
             train, pred, _ = ours[test_size, r]

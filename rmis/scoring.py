@@ -334,7 +334,9 @@ def score_table(
     }
     if split_curve:
         points, area = ev.curve(runs=runs)
-        body["curve"] = [{"test_size": p.test_size, "mean": p.mean} for p in points]
+        body["curve"] = [
+            {"test_size": p.test_size, "mean": p.mean, "runs": list(p.runs)} for p in points
+        ]
         body["auc"] = area
     return body
 

@@ -115,6 +115,11 @@ def test_fd_protocol_with_classes_and_curve(tmp_path: Path) -> None:
     assert len(res["runs"]) == 3
     assert [p["test_size"] for p in res["curve"]] == [round(0.05 * i, 2) for i in range(1, 20)]
     assert 100 / 3 < res["auc"] <= 100
+    # every curve point lists its runs; at the fixed test size they are the fixed split's runs
+    for p in res["curve"]:
+        assert len(p["runs"]) == 3 and p["mean"] == pytest.approx(sum(p["runs"]) / 3)
+    at_04 = next(p for p in res["curve"] if p["test_size"] == 0.4)
+    assert at_04["runs"] == [r["macro_acc"] for r in res["runs"]]
 
 
 def test_impossible_split_curve_is_an_error(tmp_path: Path) -> None:
