@@ -14,7 +14,8 @@ on the same sealed splits:
   1 - d^2 / 2). Without faiss-cpu (``pip install "rmis[bench]"``) scikit-learn's exact
   ``NearestNeighbors(metric="cosine")`` is used instead, and the output says so;
 * the plain similarity matmul: all N x N float32 dot products (row blocks, torch, the same BLAS
-  as rmis), the floor for any exact all-pairs index;
+  as rmis). rmis's index multiplies each pair of item blocks once, about half of that product,
+  so "index / plain matmul" can be below 1;
 * with ``--official REPO`` (a clone of github.com/jianganbai/RMIS): the official harness's own
   scoring code, run as its users run it (``runner/cls/cls_reg_nrun.py``, and with ``--curve``
   ``runner/cls/multi_split_reg_nrun.py``) on the same data, against the rmis CLI (``rmis score``,

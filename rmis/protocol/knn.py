@@ -3,10 +3,10 @@
 The fault-diagnosis protocol runs the same k-NN classifier on 10 (fixed split) or 190 (multi-split
 curve) partitions of ONE set of embeddings. Searching again per run, as the official harness does,
 repeats the dominant cost, a train x test similarity product, every time. :class:`CosineKNN`
-computes the similarities of all pairs once, in float32 matrix products of row panels against
-all items (memory bounded by ``block_bytes``), and keeps each item's ``M`` most similar items
-(one top-k per panel). A query for one partition then
-walks those lists for the first train items, which costs O(n_test * M).
+computes the similarities of all pairs once, in float32 products of blocks of items (memory
+bounded by ``block_bytes``; each pair of blocks is multiplied once and serves both, so this is
+half of the N x N product), and keeps each item's ``M`` most similar items. A query for one
+partition then walks those lists for the first train items, which costs O(n_test * M).
 
 The neighbour SET is exact, not approximate. Float32 similarities of unit vectors are within
 ``e = (D + 4) * 2**-24`` of the exact value (a rigorous bound), so with ``tol = 2e``:
@@ -30,13 +30,15 @@ The similarities returned are float64 where a row was re-ranked and float32-accu
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from rmis.errors import RMISError
 
 _UNIT_ROUNDOFF_32 = 2.0**-24
-_DEFAULT_BLOCK_BYTES = 1 << 28  # 256 MiB per row panel of float32 similarities
+_DEFAULT_BLOCK_BYTES = 1 << 26  # 64 MiB: blocks of 4096 x 4096 float32 similarities
 _QUERY_BLOCK_BYTES = 1 << 24  # 16 MiB blocks for the rare rows a query searches in full
 _PREFIX = 32  # list entries tried first by a query
 _GATHER_BYTES = 1 << 21  # float64 rows gathered at once for element-wise dots (cache sized)
@@ -90,7 +92,7 @@ class CosineKNN:
             enough for the lists to answer nearly every query of a sealed split (all members of
             an item's own group are always on its side, never train neighbours).
         max_group_size: largest number of items sealed together (only sizes the default ``M``).
-        block_bytes: memory bound for one panel of float32 similarities.
+        block_bytes: memory bound for one square block of float32 similarities.
         device: torch device for the one-off similarity product (e.g. ``"cuda"``).
         ids: optional row names for error messages.
     """
@@ -116,26 +118,46 @@ class CosineKNN:
         self._build(torch.device(device))
 
     def _build(self, device: torch.device) -> None:
-        """Each item's ``M`` most similar items: row panels of float32 similarities against
-        all items (one reused buffer of at most ``block_bytes``), one top-``M`` per panel. This
-        is the plain N x N similarity product plus a top-k pass, with no merging of partial
-        lists (merging the lists of a triangle of blocks cost more than the half product it
-        saved)."""
-        n = self.n
+        """Each item's ``M`` most similar items, from half of the N x N similarity product.
+
+        Items are cut into blocks of ``b`` rows (a ``b x b`` float32 block within
+        ``block_bytes / 4``). A diagonal block's product gives its items their best ``M``
+        within the block by a dense top-k; the ``M``-th of those is a lower bound of each
+        item's final ``M``-th similarity (its "floor"). Then each pair of blocks ``I < J`` is
+        multiplied ONCE and serves both sides: an entry can only enter row ``i``'s list if it
+        is at least ``i``'s current floor, so only those entries (found by one comparison
+        pass per side) are merged into the lists, and a merge raises the floors. Every
+        similarity left out is below its row's floor, so the lists are exactly the top ``M``
+        by float32 similarity, as one dense top-k per row would give (up to the order of
+        exact ties)."""
+        n, m = self.n, self.m
         self.x32 = self.x64.to(torch.float32)
         x32 = self.x32.to(device)
-        self.cand_sim = torch.empty((n, self.m), dtype=torch.float32)
-        self.cand_idx = torch.empty((n, self.m), dtype=torch.int64)
-        rows = min(n, max(1, self.block_bytes // (4 * n)))
+        b = min(n, max(1, math.isqrt(max(self.block_bytes, 4) // 4)))
+        blocks = [(r0, min(r0 + b, n)) for r0 in range(0, n, b)]
+        val = torch.full((n, m), -torch.inf, dtype=torch.float32, device=device)
+        idx = torch.zeros((n, m), dtype=torch.int64, device=device)
         with torch.inference_mode():
-            panel = torch.empty((rows, n), dtype=torch.float32, device=device)
-            for r0 in range(0, n, rows):
-                r1 = min(r0 + rows, n)
-                sims = torch.matmul(x32[r0:r1], x32.T, out=panel[: r1 - r0])
-                val, idx = torch.topk(sims, self.m, dim=1, sorted=True)
-                self.cand_sim[r0:r1] = val.cpu()
-                self.cand_idx[r0:r1] = idx.cpu()
-            del panel
+            for r0, r1 in blocks:
+                kk = min(m, r1 - r0)
+                top = torch.topk(x32[r0:r1] @ x32[r0:r1].T, kk, dim=1)
+                val[r0:r1, :kk] = top.values
+                idx[r0:r1, :kk] = top.indices + r0
+            floor = val[:, -1].clone()  # -inf while a list is not full
+            for a, (r0, r1) in enumerate(blocks):
+                for c0, c1 in blocks[a + 1 :]:
+                    sims = x32[r0:r1] @ x32[c0:c1].T
+                    rr, cc = torch.nonzero(sims >= floor[r0:r1, None], as_tuple=True)
+                    for_rows = (rr, cc + c0, sims[rr, cc])
+                    rr, cc = torch.nonzero(sims >= floor[None, c0:c1], as_tuple=True)
+                    by_col = torch.argsort(cc, stable=True)
+                    for_cols = (cc[by_col], rr[by_col] + r0, sims[rr, cc][by_col])
+                    del sims
+                    _merge_lists(val, idx, floor, r0, r1 - r0, *for_rows)
+                    _merge_lists(val, idx, floor, c0, c1 - c0, *for_cols)
+            order = torch.sort(val, dim=1, descending=True, stable=True)
+            self.cand_sim = order.values.cpu()
+            self.cand_idx = idx.gather(1, order.indices).cpu()
         self.threshold = self.cand_sim[:, -1].clone()
 
     def query(
@@ -269,6 +291,40 @@ class CosineKNN:
         cand, sim = cand.gather(1, by_idx), sim.gather(1, by_idx)
         by_sim = torch.argsort(-sim, dim=1, stable=True)[:, :k]
         return cand.gather(1, by_sim), sim.gather(1, by_sim)
+
+
+def _merge_lists(
+    val: torch.Tensor,
+    idx: torch.Tensor,
+    floor: torch.Tensor,
+    r0: int,
+    n_rows: int,
+    rows: torch.Tensor,
+    items: torch.Tensor,
+    sims: torch.Tensor,
+) -> None:
+    """Merge new entries into rows ``r0 .. r0 + n_rows`` of the top-``M`` lists (``val``,
+    ``idx``) in place and raise their ``floor``.
+
+    ``rows`` (ascending, relative to ``r0``), ``items`` and ``sims`` list the new entries; each
+    row's entries are left-aligned in a ``-inf``-padded matrix beside its list, and one top-k
+    per row keeps the best ``M``.
+    """
+    if not len(rows):
+        return
+    count = torch.bincount(rows, minlength=n_rows)
+    start = torch.cumsum(count, 0) - count
+    pos = torch.arange(len(rows), device=rows.device) - start[rows]
+    width = int(count.max())
+    new_val = torch.full((n_rows, width), -torch.inf, dtype=val.dtype, device=val.device)
+    new_idx = torch.zeros((n_rows, width), dtype=idx.dtype, device=idx.device)
+    new_val[rows, pos] = sims
+    new_idx[rows, pos] = items
+    span = slice(r0, r0 + n_rows)
+    top = torch.topk(torch.cat([val[span], new_val], 1), val.shape[1], dim=1)
+    val[span] = top.values
+    idx[span] = torch.cat([idx[span], new_idx], 1).gather(1, top.indices)
+    floor[span] = top.values[:, -1]
 
 
 def _pack_values(mask: torch.Tensor, values: torch.Tensor, width: int) -> torch.Tensor:

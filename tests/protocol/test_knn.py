@@ -30,11 +30,15 @@ def clustered(n=600, d=24, n_groups=60, seed=0):
     return centres[g] + 0.7 * rng.normal(size=(n, d)), g
 
 
+# 4 * 50**2 bytes: blocks of 50 items (12 blocks, the last of 50; fewer than M = 4 * 18 + 96
+# per block, so lists start below full); 4 * 128**2: 5 blocks, the last of 88
+@pytest.mark.parametrize("block_bytes", [None, 4 * 50**2, 4 * 128**2])
 @pytest.mark.parametrize("candidates", [None, 8, 600])
 @pytest.mark.parametrize("train_frac", [0.05, 0.5, 0.95])
-def test_matches_brute_force(candidates, train_frac) -> None:
+def test_matches_brute_force(candidates, train_frac, block_bytes) -> None:
     x, g = clustered()
-    knn = CosineKNN(x, candidates=candidates, max_group_size=int(np.bincount(g).max()))
+    opts = {} if block_bytes is None else {"block_bytes": block_bytes}
+    knn = CosineKNN(x, candidates=candidates, max_group_size=int(np.bincount(g).max()), **opts)
     rng = np.random.default_rng(1)
     for _ in range(3):
         train_groups = rng.random(g.max() + 1) < train_frac
@@ -49,6 +53,27 @@ def test_matches_brute_force(candidates, train_frac) -> None:
         np.testing.assert_allclose(np.sort(sim, 1), np.sort(ref_sim, 1), rtol=0, atol=knn.tol)
         exact = knn.exact_similarities(test, idx)
         np.testing.assert_allclose(np.sort(exact, 1), np.sort(ref_sim, 1), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("block_bytes", [4 * 37**2, 4 * 200**2, 4 * 600**2])
+def test_candidate_lists_are_the_top_m(block_bytes) -> None:
+    """Every block layout lists, per item, its M most similar items: each listed item is within
+    the float32 error of the M-th float64 similarity or above, each unlisted one within it or
+    below, and listed values are float32-accurate and sorted descending."""
+    x, g = clustered(seed=5)
+    knn = CosineKNN(x, max_group_size=int(np.bincount(g).max()), block_bytes=block_bytes)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = xn @ xn.T
+    m = knn.m
+    mth = -np.sort(-sims, axis=1)[:, m - 1]
+    listed = np.zeros_like(sims, dtype=bool)
+    np.put_along_axis(listed, knn.cand_idx.numpy(), True, axis=1)
+    assert (listed.sum(1) == m).all()  # no item twice, no padding left
+    assert (sims[listed].reshape(len(x), m).min(1) >= mth - knn.tol).all()
+    assert (np.where(listed, -np.inf, sims).max(1) <= mth + knn.tol).all()
+    ref = np.take_along_axis(sims, knn.cand_idx.numpy(), 1)
+    np.testing.assert_allclose(knn.cand_sim.numpy(), ref, rtol=0, atol=knn.tol / 2)
+    assert (np.diff(knn.cand_sim.numpy(), axis=1) <= 0).all()
 
 
 def test_block_size_does_not_change_answers() -> None:
