@@ -161,10 +161,11 @@ class EmbeddingMatrix(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def rows(self, ids: Sequence[str], dtype: Any = np.float64) -> np.ndarray:
-        """``[len(ids), D]`` rows of ``ids`` (all present) as ``dtype``."""
+    def rows(self, ids: Sequence[str], dtype: Any = None) -> np.ndarray:
+        """``[len(ids), D]`` rows of ``ids`` (all present), as ``dtype`` (None: as stored)."""
         where = np.fromiter((self.index[f] for f in ids), dtype=np.int64, count=len(ids))
-        return self.matrix[where].astype(dtype, copy=False)
+        rows = self.matrix[where]
+        return rows if dtype is None else rows.astype(dtype, copy=False)
 
 
 def read_embeddings(path: str | os.PathLike) -> Mapping[str, np.ndarray]:

@@ -127,6 +127,10 @@ def align_embeddings(
 ) -> np.ndarray:
     """Stack the embeddings in metadata row order, by file id (never by position).
 
+    A matrix-layout file's rows keep their stored dtype (no float64 copy of a large matrix:
+    every protocol normalises rows in float64 itself, and float32 -> float64 is exact); the
+    one-member-per-file layout is stacked as float64.
+
     Raises:
         RMISError: ids in the metadata without an embedding, or embeddings not in the metadata.
     """
@@ -142,7 +146,7 @@ def align_embeddings(
         raise RMISError("; ".join(msg) + "; every file id must appear in both exactly once")
     rows = getattr(embeddings, "rows", None)  # rmis.io.EmbeddingMatrix: one fancy index
     if rows is not None:
-        return rows(files, np.float64)
+        return rows(files)
     return np.stack([np.asarray(embeddings[f], dtype=np.float64) for f in files])
 
 
