@@ -173,7 +173,7 @@ def main() -> int:
         "--baseline-runs",
         type=int,
         default=None,
-        help="time only this many baseline runs and extrapolate to --runs (labelled)",
+        help="time only this many baseline runs (0: none) and extrapolate to --runs (labelled)",
     )
     ap.add_argument("--curve", action="store_true", help="also the 190-run split curve")
     ap.add_argument(
@@ -261,6 +261,7 @@ def main() -> int:
 
     t_q = sum(ours[args.test_size, r][2] for r in range(args.runs))
     extrap = "" if n_base == args.runs else f" (timed {n_base} run(s), extrapolated)"
+    extrap = " (skipped: --baseline-runs 0)" if n_base == 0 else extrap
     print(f"\nembeddings file: {size_mb:.0f} MB (ids + float32 matrix)")
     print(f"\nfixed split, {args.runs} runs at test size {args.test_size}")
     print(f"  {'':34s}{'time (s)':>10s}")
