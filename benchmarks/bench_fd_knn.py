@@ -145,7 +145,7 @@ def official_section(args, folder: Path, wall: float, cli_result: dict) -> None:
     print(f"    runs with the same macro accuracy (2 decimals): {same}/{args.runs}")
     if not args.curve:
         return
-    wall_c, phases_c, res_c = run_cli(folder, args.test_size, args.runs, curve=True)
+    wall_c, _, res_c = run_cli(folder, args.test_size, args.runs, curve=True)
     off_c = run_official(args.official, folder, args.test_size, args.runs, curve=True)
     ours_c = {
         (c["test_size"], r): round(a, 2) for c in res_c["curve"] for r, a in enumerate(c["runs"])
@@ -207,8 +207,7 @@ def main() -> int:
         wall, phases, cli_result = run_cli(folder, args.test_size, args.runs)
         rss_cli = peak_rss_gb(resource.RUSAGE_CHILDREN)
         if args.official is not None:
-            index_of = {c: i for i, c in enumerate(classes)}
-            write_layout(folder, x, files, groups, [index_of[lab] for lab in labels])
+            write_layout(folder, x, files, groups, labels, classes)
             official_section(args, folder, wall, cli_result)
 
     # in-process rmis: the predictions the baseline must match

@@ -30,6 +30,7 @@ tie-breaking, is the same as in rmis's sorted class order).
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -38,20 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-#: The official dataset name the data are registered under, and its class names (sorted).
+from rmis.data.specs import get_dataset
+from rmis.protocol.fd import CURVE_TEST_SIZES
+
+#: The official dataset name the data are registered under; its classes are rmis's spec of it.
 OFFICIAL_DS = "mafaulda_vib"
-OFFICIAL_CLASSES = (
-    "horizontal-misalignment",
-    "imbalance",
-    "normal",
-    "overhang_ball_fault",
-    "overhang_cage_fault",
-    "overhang_outer_race",
-    "underhang_ball_fault",
-    "underhang_cage_fault",
-    "underhang_outer_race",
-    "vertical-misalignment",
-)
+OFFICIAL_CLASSES = get_dataset(OFFICIAL_DS).classes
 
 _DRIVER = r"""
 import os, runpy, sys, types
@@ -88,13 +81,22 @@ def check_repo(repo: Path) -> None:
 
 
 def write_layout(
-    folder: Path, x: np.ndarray, files: list[str], groups: list[str], labels: list[int]
+    folder: Path,
+    x: np.ndarray,
+    files: list[str],
+    groups: list[str],
+    labels: list[str],
+    classes: list[str],
 ) -> None:
-    """``meta/<ds>/all.csv`` and ``exp/emb/<ds>/all.npz`` in the given row order."""
+    """``meta/<ds>/all.csv`` and ``exp/emb/<ds>/all.npz`` in the given row order; the i-th of
+    ``classes`` (10, in rmis's order) is renamed to the i-th official class name."""
+    if len(classes) != len(OFFICIAL_CLASSES):
+        sys.exit(f"--official needs {len(OFFICIAL_CLASSES)} classes, got {len(classes)}")
+    name = dict(zip(classes, OFFICIAL_CLASSES, strict=True))
     meta = folder / "meta" / OFFICIAL_DS
     meta.mkdir(parents=True)
     rows = ["file,scene,ori"] + [
-        f"{f},{OFFICIAL_CLASSES[c]},{g}" for f, c, g in zip(files, labels, groups, strict=True)
+        f"{f},{name[c]},{g}" for f, c, g in zip(files, labels, groups, strict=True)
     ]
     (meta / "all.csv").write_text("\n".join(rows) + "\n")
     emb = folder / "exp" / "emb" / OFFICIAL_DS
@@ -134,7 +136,7 @@ def run_official(
     basic.write_text(f"dcase_eval_gt_dir: {repo / 'uni_detect/data/dcase_eval_gt'}\n")
     for old in exp.iterdir():  # keep only the embeddings between calls
         if old.name != "emb":
-            subprocess.run(["rm", "-rf", str(old)], check=True)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     cmd = [sys.executable, "-c", _DRIVER, str(repo), module]
     cmd += ["--conf", str(_conf(folder, repo, test_size, curve)), "--basic_conf", str(basic)]
     cmd += ["--exp_dir", str(exp), "--ntimes", str(runs)]
@@ -144,7 +146,7 @@ def run_official(
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
         sys.exit(f"the official harness failed ({module}):\n{log[-4000:]}")
-    sizes = [round(0.05 * i, 2) for i in range(1, 20)] if curve else [test_size]
+    sizes = CURVE_TEST_SIZES if curve else (test_size,)
     out: dict[float, list[float]] = {}
     for t in sizes:
         base = exp / str(t) if curve else exp

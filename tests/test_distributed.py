@@ -305,17 +305,19 @@ def _same_results(a: dict[str, dict], b: dict[str, dict]) -> None:
             assert a[name].get(key) == b[name].get(key), (name, key)
 
 
+def _torchrun_two(ckpt: Path, cache: Path, results: Path) -> subprocess.CompletedProcess:
+    """The eval job under ``torchrun --nproc-per-node 2``; it must succeed."""
+    r = subprocess.run(
+        _cmd(ckpt, cache, results, 2), capture_output=True, text=True, env=_env(), timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
 def test_torchrun_two_processes_equal_one_to_the_bit(
     tmp_path: Path, synth_cache: Path, single: Path, tiny_ckpt: Path
 ) -> None:
-    r = subprocess.run(
-        _cmd(tiny_ckpt, synth_cache, tmp_path / "res", 2),
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = _torchrun_two(tiny_ckpt, synth_cache, tmp_path / "res")
     _same_results(_results(tmp_path / "res"), _results(single / "res"))
     one, two = _stored(single / "cache"), _stored(synth_cache)
     assert len(one) == len(two) == FILES and one.keys() == two.keys()
@@ -356,14 +358,7 @@ def test_killed_rank_then_rerun_computes_only_the_missing_files(
     done = len(_stored(synth_cache))
     assert 0 < done < FILES
     assert not _results(tmp_path / "res")  # the job did not finish
-    r = subprocess.run(
-        _cmd(tiny_ckpt, synth_cache, tmp_path / "res", 2),
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    _torchrun_two(tiny_ckpt, synth_cache, tmp_path / "res")
     res = _results(tmp_path / "res")
     embedded = sum(x["provenance"]["files_embedded"] for x in res.values())
     reused = sum(x["provenance"]["files_reused_from_cache"] for x in res.values())
